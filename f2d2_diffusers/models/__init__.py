@@ -1,0 +1,6 @@
+from .mlp_f2d2 import F2D2MLPModel
+from .mlp_flow_matching import FlowMatchingMLPModel
+from .modeling_outputs import F2D2ModelOutput, FlowMatchingModelOutput
+from .unet_f2d2 import F2D2UNet2DModel
+
+__all__ = ["F2D2MLPModel", "F2D2ModelOutput", "F2D2UNet2DModel", "FlowMatchingMLPModel", "FlowMatchingModelOutput"]

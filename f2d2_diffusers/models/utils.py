@@ -1,0 +1,42 @@
+import torch
+
+
+def timesteps_per_sample(value, sample: torch.Tensor, name: str) -> torch.Tensor:
+    """A timestep-like input (number, 0-d or ``(batch,)`` tensor) as a float ``(batch,)`` tensor.
+
+    Unlike ``UNet2DModel``, which turns a Python float into ``torch.long``, fractional values are kept.
+    """
+    value = torch.as_tensor(value, device=sample.device)
+    if not value.is_floating_point():
+        value = value.to(torch.float32)
+    if value.ndim == 0:
+        value = value.expand(sample.shape[0])
+    if value.ndim != 1 or value.shape[0] != sample.shape[0]:
+        raise ValueError(
+            f"`{name}` must be a number or a tensor with one value per sample ({sample.shape[0]}); "
+            f"got shape {tuple(value.shape)}"
+        )
+    return value
+
+
+def zero_module(module: torch.nn.Module) -> torch.nn.Module:
+    for p in module.parameters():
+        torch.nn.init.zeros_(p)
+    return module
+
+
+def copy_teacher_weights(student: torch.nn.Module, teacher: torch.nn.Module, new_prefixes: tuple) -> None:
+    """Load every teacher weight into ``student``; only parameters under ``new_prefixes`` may stay new."""
+    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+    stray = [k for k in missing if not k.startswith(new_prefixes)]
+    if unexpected or stray:
+        raise ValueError(
+            "teacher and student architectures do not match: "
+            f"teacher weights the student lacks: {unexpected[:5]}, student weights the teacher lacks: {stray[:5]}"
+        )
+
+
+def match_device_and_dtype(model, reference):
+    model = model.to(reference.device)
+    # A same-dtype ``.to(dtype)`` still makes diffusers warn about fp32-pinned modules, so cast only when needed.
+    return model if model.dtype == reference.dtype else model.to(reference.dtype)

@@ -1,0 +1,154 @@
+"""Shortcut-F2D2: semigroup (self-consistency) distillation of the joint flow map (METHOD.md section 4)."""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from diffusers.utils import BaseOutput
+
+from ..divergence import exact_divergence, hutchinson_divergence
+from ..flow_map import evaluate_flow_map, evaluate_velocity, flow_map_step, interpolant
+
+DIRECTIONS = ("both", "forward")
+
+
+@dataclass
+class ShortcutF2D2LossOutput(BaseOutput):
+    """
+    Args:
+        loss: the scalar to minimise.
+        velocity_loss: mean squared error of the average velocity (per dimension), over the whole batch.
+        divergence_loss: mean squared error of the average divergence per dimension, over the whole batch.
+        diagonal_loss: the zero-step (tangent) part of ``loss``, per sample of that part.
+        bootstrap_loss: the two-half-steps part of ``loss``, per sample of that part.
+    """
+
+    loss: torch.Tensor
+    velocity_loss: torch.Tensor
+    divergence_loss: torch.Tensor
+    diagonal_loss: torch.Tensor
+    bootstrap_loss: torch.Tensor
+
+
+def _velocity_and_divergence(fn, sample, method, num_probes, generator):
+    if method == "exact":
+        return exact_divergence(fn, sample)
+    return hutchinson_divergence(fn, sample, num_probes=num_probes, generator=generator)
+
+
+def shortcut_f2d2_loss(
+    model,
+    batch: torch.Tensor,
+    generator: Optional[torch.Generator] = None,
+    teacher=None,
+    target_model=None,
+    directions: str = "both",
+    divergence: str = "auto",
+    num_probes: int = 1,
+    bootstrap_fraction: float = 0.25,
+    max_level: int = 6,
+    divergence_weight: float = 1.0,
+    anchor_starts_to_grid: bool = False,
+) -> ShortcutF2D2LossOutput:
+    r"""
+    Shortcut-F2D2 loss on a batch of model-space data.
+
+    The first ``1 - bootstrap_fraction`` of the batch trains the tangent (``h = 0``): ``u(x, s, 0)`` on the
+    teacher's velocity (or ``eps - x_data`` without a teacher) and ``D(x, s, 0)`` on its divergence (the
+    teacher's, or without a teacher the model's own ``u(., s, 0)``'s, stop-gradient). The rest trains dyadic
+    steps ``|h| = 2^-k``, ``k = 0..max_level``, on the average of two half steps of the target model.
+
+    Args:
+        model: the joint flow map being trained.
+        teacher: a frozen velocity model (``UNet2DModel``-like); ``None`` self-distils.
+        target_model: the map that computes the half-step targets (e.g. an EMA copy); defaults to ``model``.
+        directions: ``"both"`` trains ``h < 0`` (sampling) and ``h > 0`` (likelihood); ``"forward"`` only ``h < 0``,
+            the paper's variant.
+        divergence: ``"exact"``, ``"hutchinson"`` (``num_probes`` Rademacher probes) or ``"auto"`` (exact for
+            ``d <= 256``).
+        anchor_starts_to_grid: draw bootstrap starts on multiples of ``|h|``, the points few-step grids visit.
+    """
+    if directions not in DIRECTIONS:
+        raise ValueError(f"directions must be one of {DIRECTIONS}, got {directions!r}")
+    if divergence not in ("auto", "exact", "hutchinson"):
+        raise ValueError(f"divergence must be 'auto', 'exact' or 'hutchinson', got {divergence!r}")
+    if not 0.0 <= bootstrap_fraction < 1.0:
+        raise ValueError(f"bootstrap_fraction must lie in [0, 1), got {bootstrap_fraction}")
+    target_model = model if target_model is None else target_model
+    batch_size, num_dims = batch.shape[0], batch[0].numel()
+    if divergence == "auto":
+        divergence = "exact" if num_dims <= 256 else "hutchinson"
+    num_bootstrap = int(round(batch_size * bootstrap_fraction))
+    if bootstrap_fraction > 0 and batch_size > 1:
+        num_bootstrap = min(max(num_bootstrap, 1), batch_size - 1)
+    num_diagonal = batch_size - num_bootstrap
+    device, dtype = batch.device, batch.dtype
+
+    def uniform(n):
+        return torch.rand(n, generator=generator, device=device, dtype=dtype)
+
+    noise = torch.randn(batch.shape, generator=generator, device=device, dtype=dtype)
+
+    # Tangent part: h = 0.
+    data_d, noise_d = batch[:num_diagonal], noise[:num_diagonal]
+    sigma_d = uniform(num_diagonal)
+    x_d = interpolant(data_d, noise_d, sigma_d)
+    with torch.no_grad():
+        if teacher is not None:
+            u_target_d, div_target_d = _velocity_and_divergence(
+                lambda z: evaluate_velocity(teacher, z, sigma_d), x_d, divergence, num_probes, generator
+            )
+        else:
+            u_target_d = noise_d - data_d
+            _, div_target_d = _velocity_and_divergence(
+                lambda z: evaluate_velocity(target_model, z, sigma_d), x_d, divergence, num_probes, generator
+            )
+
+    # Bootstrap part: dyadic steps, targets from two half steps.
+    levels = torch.randint(0, max_level + 1, (num_bootstrap,), generator=generator, device=device)
+    size = torch.pow(2.0, -levels.to(dtype))
+    if directions == "both":
+        sign = torch.randint(0, 2, (num_bootstrap,), generator=generator, device=device).to(dtype) * 2 - 1
+    else:
+        sign = -torch.ones(num_bootstrap, device=device, dtype=dtype)
+    h_b = sign * size
+    # Starts keep the whole step inside [0, 1]: [|h|, 1] when sampling, [0, 1 - |h|] when encoding.
+    low = torch.where(sign < 0, size, torch.zeros_like(size))
+    if anchor_starts_to_grid:
+        segments = torch.round(1.0 / size)
+        sigma_b = low + size * torch.floor(uniform(num_bootstrap) * segments).clamp(max=segments - 1)
+    else:
+        sigma_b = low + uniform(num_bootstrap) * (1.0 - size)
+    data_b, noise_b = batch[num_diagonal:], noise[num_diagonal:]
+    x_b = interpolant(data_b, noise_b, sigma_b)
+    with torch.no_grad():
+        first = evaluate_flow_map(target_model, x_b, sigma_b, h_b / 2)
+        x_mid, _ = flow_map_step(x_b, first.sample, first.divergence, h_b / 2)
+        second = evaluate_flow_map(target_model, x_mid, sigma_b + h_b / 2, h_b / 2)
+        u_target_b = (first.sample + second.sample) / 2
+        div_target_b = (first.divergence + second.divergence) / 2
+
+    # One forward pass of the student over both parts.
+    prediction = evaluate_flow_map(
+        model,
+        torch.cat([x_d, x_b]),
+        torch.cat([sigma_d, sigma_b]),
+        torch.cat([torch.zeros_like(sigma_d), h_b]),
+    )
+    u_target = torch.cat([u_target_d, u_target_b]).float()
+    div_target = torch.cat([div_target_d, div_target_b]).float()
+    velocity_error = (prediction.sample.float() - u_target).pow(2).reshape(batch_size, -1).mean(dim=1)
+    # Per-dimension divergence keeps this term O(1) whatever the sample size.
+    divergence_error = ((prediction.divergence.float() - div_target) / num_dims).pow(2)
+    per_sample = velocity_error + divergence_weight * divergence_error
+
+    def part_mean(values):
+        return values.mean() if values.numel() else values.new_zeros(())
+
+    return ShortcutF2D2LossOutput(
+        loss=per_sample.mean(),
+        velocity_loss=velocity_error.mean().detach(),
+        divergence_loss=divergence_error.mean().detach(),
+        diagonal_loss=part_mean(per_sample[:num_diagonal]).detach(),
+        bootstrap_loss=part_mean(per_sample[num_diagonal:]).detach(),
+    )

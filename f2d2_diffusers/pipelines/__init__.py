@@ -1,0 +1,4 @@
+from .pipeline_f2d2 import F2D2Pipeline, F2D2PipelineOutput
+from .pipeline_f2d2_likelihood import F2D2LikelihoodPipeline, F2D2LikelihoodPipelineOutput
+
+__all__ = ["F2D2LikelihoodPipeline", "F2D2LikelihoodPipelineOutput", "F2D2Pipeline", "F2D2PipelineOutput"]

@@ -1,0 +1,115 @@
+"""``F2D2Pipeline``: few-step sampling, with the log-density of every sample accumulated along the way."""
+
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline  # noqa: F401
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..dequantization import bits_per_dim, standard_normal_log_prob
+from ..flow_map import integrate_flow_map
+from .pipeline_utils import F2D2BasePipeline
+
+
+@dataclass
+class F2D2PipelineOutput(BaseOutput):
+    """
+    Args:
+        images: generated samples: a list of PIL images, a numpy array (images ``(B, H, W, C)`` in [0, 1]; vectors
+            ``(B, d)`` in model space) or a torch tensor (images ``(B, C, H, W)`` in [0, 1]; vectors ``(B, d)``).
+        log_prob (`torch.Tensor` of shape `(batch,)`): model-space log-density of each sample (nats), from the
+            same network calls that generated it.
+        bits_per_dim (`torch.Tensor` of shape `(batch,)`): the same on the data's grey-level scale (continuous for
+            vector data).
+        nfe (`int`): network calls.
+    """
+
+    images: Union[List[PIL.Image.Image], np.ndarray, torch.Tensor]
+    log_prob: torch.Tensor
+    bits_per_dim: torch.Tensor
+    nfe: int
+
+
+class F2D2Pipeline(F2D2BasePipeline):
+    r"""
+    Few-step sampling from noise (``sigma = 1``) to data (``sigma = 0``) with a joint flow map. Each step
+    ``x <- x + h u(x, sigma, h)`` also adds ``-h D(x, sigma, h)`` to the log-density, so
+    ``log p(x_gen) = log N(eps) + sum_k (-h_k D_k)`` costs no extra network call.
+    """
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: Optional[int] = None,
+        num_inference_steps: int = 1,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        latents: Optional[torch.Tensor] = None,
+        sigmas: Optional[List[float]] = None,
+        num_levels: Optional[int] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> Union[F2D2PipelineOutput, tuple]:
+        r"""
+        Args:
+            batch_size (`int`, *optional*): number of samples; defaults to 1, or to the batch of ``latents``.
+            num_inference_steps (`int`, defaults to 1): network calls on the uniform grid ``sigma_k = 1 - k/N``.
+            generator: a ``torch.Generator`` or one per sample, for the initial noise.
+            latents (`torch.Tensor`, *optional*): the initial noise, shape ``(batch, *sample_shape)``; it fixes
+                the batch and sample shape.
+            sigmas (`List[float]`, *optional*): a custom decreasing grid instead of the uniform one.
+            num_levels (`int`, *optional*): grey levels for ``bits_per_dim``; defaults to ``config.num_levels``.
+            output_type (`str`): ``"pil"``, ``"np"`` or ``"pt"`` (vectors: ``"np"`` or ``"pt"``).
+            return_dict (`bool`): return an [`F2D2PipelineOutput`] instead of a tuple.
+
+        Returns:
+            [`F2D2PipelineOutput`] or ``(images, log_prob, bits_per_dim, nfe)``.
+        """
+        self._check_steps(num_inference_steps, sigmas)
+        num_levels = self._resolve_num_levels(num_levels)
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        device, dtype = self._execution_device, self.unet.dtype
+
+        if latents is not None:
+            if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
+                raise ValueError("latents must be a floating-point torch.Tensor")
+            if latents.ndim < 2:
+                raise ValueError(f"latents must have shape (batch, *sample_shape), got {tuple(latents.shape)}")
+            if batch_size is not None and batch_size != latents.shape[0]:
+                raise ValueError(f"batch_size={batch_size} does not match latents with batch {latents.shape[0]}")
+            if not torch.isfinite(latents).all():
+                raise ValueError("latents contain NaN or infinite values")
+            sample = latents.to(device=device, dtype=dtype)
+        else:
+            batch_size = 1 if batch_size is None else batch_size
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            if isinstance(generator, list) and len(generator) != batch_size:
+                raise ValueError(f"got a list of {len(generator)} generators for batch_size={batch_size}")
+            shape = self._model_sample_shape()
+            if shape is None:
+                raise ValueError("the model's config has no sample_size; pass `latents` to fix the sample shape")
+            sample = randn_tensor((batch_size, *shape), generator=generator, device=device, dtype=dtype)
+        if output_type == "pil" and sample.ndim != 4:
+            raise ValueError(f"output_type='pil' needs image samples, got shape {tuple(sample.shape)}; use 'np' or 'pt'")
+
+        log_prior = standard_normal_log_prob(sample.float())
+        self.scheduler.set_timesteps(num_inference_steps, device=device, sigmas=sigmas, direction="sample")
+        with self.progress_bar(total=self.scheduler.num_inference_steps) as progress_bar:
+            sample, delta_log_prob, nfe = integrate_flow_map(self.unet, self.scheduler, sample, progress_bar)
+        log_prob = log_prior + delta_log_prob
+        bpd = bits_per_dim(log_prob, sample[0].numel(), num_levels)
+
+        if sample.ndim == 4:
+            images = VaeImageProcessor(do_resize=False, do_normalize=True).postprocess(sample.float(), output_type)
+        else:
+            images = sample.float().cpu().numpy() if output_type == "np" else sample
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, log_prob, bpd, nfe)
+        return F2D2PipelineOutput(images=images, log_prob=log_prob, bits_per_dim=bpd, nfe=nfe)

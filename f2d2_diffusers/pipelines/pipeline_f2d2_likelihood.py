@@ -1,0 +1,190 @@
+"""``F2D2LikelihoodPipeline``: log-likelihood and bits per dimension in a few network calls."""
+
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline  # noqa: F401
+from diffusers.utils import BaseOutput
+
+from ..dequantization import bits_per_dim, dequantize, levels_to_model_space, standard_normal_log_prob
+from ..flow_map import integrate_flow_map
+from .pipeline_utils import F2D2BasePipeline
+
+EVALUATIONS = ("bidirectional", "paper")
+
+
+@dataclass
+class F2D2LikelihoodPipelineOutput(BaseOutput):
+    """
+    Args:
+        log_prob (`torch.Tensor` of shape `(batch,)`): model-space log-density of the (dequantised) input, nats.
+        bits_per_dim (`torch.Tensor` of shape `(batch,)`): ``-log P / (d ln 2)`` on the data's grey-level scale
+            (``log P = log_prob + d log 2 - d log L``), or of the continuous density for continuous data.
+        nfe (`int`): network calls.
+        latents (`torch.Tensor`): the input carried to ``sigma = 1``.
+    """
+
+    log_prob: torch.Tensor
+    bits_per_dim: torch.Tensor
+    nfe: int
+    latents: torch.Tensor
+
+
+class F2D2LikelihoodPipeline(F2D2BasePipeline):
+    r"""
+    Few-step log-likelihood: data (``sigma = 0``) to noise (``sigma = 1``) with the joint map's encoding steps
+    (``h > 0``), ``log p(x0) = log N(x_K) + sum_k h_k D_k``, then the dequantisation terms.
+
+    ``evaluation="paper"`` instead steps the sampling map (``h < 0``) backwards from the data end with Euler, as
+    the F2D2 paper's evaluation does, so the two can be compared on the same inputs.
+    """
+
+    def _to_batch(self, images, num_levels: Optional[int]) -> torch.Tensor:
+        """Any accepted input as a ``(batch, *sample_shape)`` tensor (integer levels or floats), on the CPU.
+
+        Without a shape in the model's config, arrays and tensors are taken as batches as they are.
+        """
+        shape = self._model_sample_shape()
+        is_image_model = shape is not None and len(shape) == 3
+        if isinstance(images, PIL.Image.Image):
+            images = [images]
+        if isinstance(images, (list, tuple)) and images and all(isinstance(i, PIL.Image.Image) for i in images):
+            if not is_image_model:
+                raise ValueError("PIL images need an image model with in_channels and sample_size in its config")
+            mode = {1: "L", 3: "RGB"}.get(shape[0])
+            if mode is None:
+                raise ValueError(f"PIL input needs a 1- or 3-channel model, this one has {shape[0]} channels")
+            arrays = []
+            for image in images:
+                if image.size != (shape[2], shape[1]):
+                    raise ValueError(
+                        f"image size {image.size[0]}x{image.size[1]} does not match the model's {shape[2]}x{shape[1]}; "
+                        "resize it first"
+                    )
+                arrays.append(np.asarray(image.convert(mode), dtype=np.uint8).reshape(shape[1], shape[2], shape[0]))
+            # 8-bit pixels onto the model's grey levels.
+            levels = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float64)
+            top = (num_levels or 256) - 1
+            return torch.from_numpy(np.rint(levels * top / 255.0).astype(np.int64))
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise ValueError("no input was given")
+            if all(isinstance(i, np.ndarray) for i in images):
+                images = np.stack(images)
+            elif all(isinstance(i, torch.Tensor) for i in images):
+                images = torch.stack(images)
+            else:
+                raise ValueError(f"a list input must hold only PIL images, numpy arrays or tensors; got {[type(i).__name__ for i in images]}")
+        if isinstance(images, np.ndarray):
+            if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+                raise ValueError(f"numpy input must hold numbers, got dtype {images.dtype}")
+            array = images
+            if is_image_model:
+                # numpy images are channels-last, as PIL and diffusers' image processor give them.
+                c, h, w = shape
+                if array.ndim == 2 and c == 1:
+                    array = array[None, :, :, None]
+                elif array.ndim == 3 and array.shape == (h, w, c):
+                    array = array[None]
+                elif array.ndim == 3 and c == 1 and array.shape[1:] == (h, w):
+                    array = array[..., None]
+                if array.ndim != 4 or array.shape[1:] != (h, w, c):
+                    raise ValueError(f"numpy images must have shape (batch, {h}, {w}, {c}) or (H, W[, C]); got {images.shape}")
+                array = array.transpose(0, 3, 1, 2)
+            images = torch.from_numpy(np.ascontiguousarray(array))
+        if not isinstance(images, torch.Tensor):
+            raise ValueError(f"unsupported input type {type(images).__name__}; pass PIL images, numpy arrays or tensors")
+        if images.dtype == torch.bool or images.is_complex():
+            raise ValueError(f"unsupported tensor dtype {images.dtype}")
+        if shape is None:
+            if images.ndim < 2:
+                raise ValueError(f"input must have shape (batch, *dims), got {tuple(images.shape)}")
+        else:
+            if images.ndim == len(shape):
+                images = images[None]
+            if tuple(images.shape[1:]) != shape:
+                raise ValueError(f"input must have shape (batch, {', '.join(map(str, shape))}), got {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            raise ValueError("no input was given: the batch is empty")
+        return images.cpu()
+
+    def _model_space(self, data: torch.Tensor, dequantize_input: bool, num_levels: Optional[int], generator) -> torch.Tensor:
+        if data.is_floating_point():
+            if not torch.isfinite(data).all():
+                raise ValueError("input contains NaN or infinite values")
+            if not dequantize_input:
+                return data.float()
+            if num_levels is None:
+                raise ValueError("dequantize=True needs num_levels; continuous data needs dequantize=False")
+            # Floats on the L-level grid 2k/(L-1) - 1 (e.g. uint8/127.5 - 1) are discrete data in disguise.
+            levels = (data.double() + 1) / 2 * (num_levels - 1)
+            if data.min() < -1 or data.max() > 1 or (levels - levels.round()).abs().max() > 1e-3:
+                raise ValueError(
+                    f"float input with dequantize=True must lie on the {num_levels}-level grid 2k/{num_levels - 1} - 1 in "
+                    "[-1, 1]; pass integer levels, or dequantize=False for continuous model-space data"
+                )
+            data = levels.round().long()
+        if num_levels is None:
+            raise ValueError("integer input needs num_levels (the pipeline's config has none)")
+        low, high = int(data.min()), int(data.max())
+        if low < 0 or high >= num_levels:
+            raise ValueError(
+                f"integer input must hold levels in [0, {num_levels - 1}] for num_levels={num_levels}; got [{low}, {high}]"
+            )
+        return dequantize(data, num_levels, generator) if dequantize_input else levels_to_model_space(data, num_levels)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        images,
+        num_inference_steps: int = 1,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        dequantize: bool = True,
+        num_levels: Optional[int] = None,
+        sigmas: Optional[List[float]] = None,
+        evaluation: str = "bidirectional",
+        return_dict: bool = True,
+    ) -> Union[F2D2LikelihoodPipelineOutput, tuple]:
+        r"""
+        Args:
+            images: what to score. Images: PIL images; numpy arrays channels-last ``(B, H, W, C)``, ``(H, W, C)``
+                or ``(H, W)``; torch tensors ``(B, C, H, W)`` or ``(C, H, W)``. Vectors: ``(B, d)`` or ``(d,)``.
+                Integer arrays/tensors are grey levels ``0..L-1``; PIL's 8-bit pixels are mapped onto ``L``
+                levels; floats are model-space values (``[-1, 1]`` for images).
+            num_inference_steps (`int`, defaults to 1): network calls on the grid ``sigma_k = k/N``.
+            generator: a ``torch.Generator`` or one per sample, for the dequantisation noise.
+            dequantize (`bool`, defaults to True): add uniform noise within each grey level. With False, floats are
+                scored exactly as given and integer levels at their bin centres.
+            num_levels (`int`, *optional*): grey levels ``L``; defaults to ``config.num_levels`` (17 for digits).
+            sigmas (`List[float]`, *optional*): a custom increasing grid from 0 to 1.
+            evaluation (`str`): ``"bidirectional"`` (encoding steps ``h > 0``) or ``"paper"``.
+            return_dict (`bool`): return an [`F2D2LikelihoodPipelineOutput`] instead of a tuple.
+
+        Returns:
+            [`F2D2LikelihoodPipelineOutput`] or ``(log_prob, bits_per_dim, nfe, latents)``.
+        """
+        self._check_steps(num_inference_steps, sigmas)
+        if evaluation not in EVALUATIONS:
+            raise ValueError(f"evaluation must be one of {EVALUATIONS}, got {evaluation!r}")
+        num_levels = self._resolve_num_levels(num_levels)
+        data = self._to_batch(images, num_levels)
+        if isinstance(generator, list) and len(generator) != data.shape[0]:
+            raise ValueError(f"got a list of {len(generator)} generators for a batch of {data.shape[0]}")
+        sample = self._model_space(data, dequantize, num_levels, generator)
+        device, dtype = self._execution_device, self.unet.dtype
+        sample = sample.to(device=device, dtype=dtype)
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device, sigmas=sigmas, direction="likelihood")
+        sign = 1.0 if evaluation == "bidirectional" else -1.0
+        with self.progress_bar(total=self.scheduler.num_inference_steps) as progress_bar:
+            latents, delta_log_prob, nfe = integrate_flow_map(self.unet, self.scheduler, sample, progress_bar, sign)
+        # delta_log_prob = log p_1(x_K) - log p_0(x_0), so log p_0(x_0) = log N(x_K) - delta_log_prob.
+        log_prob = standard_normal_log_prob(latents.float()) - delta_log_prob
+        bpd = bits_per_dim(log_prob, sample[0].numel(), num_levels)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (log_prob, bpd, nfe, latents)
+        return F2D2LikelihoodPipelineOutput(log_prob=log_prob, bits_per_dim=bpd, nfe=nfe, latents=latents)

@@ -1,0 +1,206 @@
+"""``F2D2Scheduler``: few-step grids for a joint flow map, in both directions."""
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+import torch
+from diffusers import SchedulerMixin  # noqa: F401  (diffusers finds the loading class by name here)
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.utils import BaseOutput
+
+from ..flow_map import TIMESTEP_SCALE, flow_map_step
+
+DIRECTIONS = ("sample", "likelihood")
+
+
+@dataclass
+class F2D2SchedulerOutput(BaseOutput):
+    """
+    Args:
+        prev_sample (`torch.Tensor`): ``X = x + h * u``, the sample at the next grid point.
+        delta_log_prob (`torch.Tensor` of shape `(batch,)`): ``log p_{sigma+h}(X) - log p_sigma(x) = -h * D`` (nats).
+    """
+
+    prev_sample: torch.Tensor
+    delta_log_prob: torch.Tensor
+
+
+class F2D2Scheduler(SchedulerMixin, ConfigMixin):
+    r"""
+    Grid and update rule of a joint flow map, shaped like diffusers' `FlowMapEulerDiscreteScheduler`.
+
+    ``sigma = 0`` is data and ``sigma = 1`` noise; ``timesteps = num_train_timesteps * sigma``. After
+    ``set_timesteps(N, direction=...)``:
+
+    - ``direction="sample"``: ``sigmas = [1, 1 - 1/N, ..., 0]`` (noise to data, steps ``h < 0``);
+    - ``direction="likelihood"``: ``sigmas = [0, 1/N, ..., 1]`` (data to noise, steps ``h > 0``).
+
+    ``timesteps`` (length ``N``) are the model's ``timestep`` inputs and ``step_sizes`` (length ``N``) its signed
+    ``step`` inputs, both on the ``num_train_timesteps`` scale. :meth:`step` moves the sample with the average
+    velocity and returns the log-density increment ``-h * D`` from the average divergence.
+
+    Parameters:
+        num_train_timesteps (`int`, defaults to 1000): scale of ``timesteps`` (1000 in diffusers' flow matching).
+        shift (`float`, defaults to 1.0): ``sigma -> shift * sigma / (1 + (shift - 1) * sigma)`` applied to the grid;
+            ``shift < 1`` packs grid points toward the data end.
+    """
+
+    _compatibles = []
+    order = 1
+    init_noise_sigma = 1.0
+
+    @register_to_config
+    def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0):
+        if num_train_timesteps != TIMESTEP_SCALE:
+            raise ValueError(
+                f"F2D2 models are conditioned on 1000 * sigma; num_train_timesteps={num_train_timesteps} is not supported"
+            )
+        if not shift > 0:
+            raise ValueError(f"shift must be positive, got {shift}")
+        self.sigmas: Optional[torch.Tensor] = None
+        self.timesteps: Optional[torch.Tensor] = None
+        self.step_sizes: Optional[torch.Tensor] = None
+        self.direction = "sample"
+        self.num_inference_steps: Optional[int] = None
+        self._step_index: Optional[int] = None
+        self._begin_index: Optional[int] = None
+        self.set_timesteps(1)
+
+    @property
+    def step_index(self) -> Optional[int]:
+        """Index of the next step, ``None`` before the first :meth:`step` after :meth:`set_timesteps`."""
+        return self._step_index
+
+    @property
+    def begin_index(self) -> Optional[int]:
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0):
+        self._begin_index = begin_index
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    def scale_model_input(self, sample: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """Identity; flow maps take the sample unscaled."""
+        return sample
+
+    def scale_noise(self, sample: torch.Tensor, timestep: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The interpolant ``(1 - sigma) * sample + sigma * noise`` at ``sigma = timestep / num_train_timesteps``."""
+        sigma = torch.as_tensor(timestep, device=sample.device, dtype=sample.dtype) / self.config.num_train_timesteps
+        sigma = sigma.reshape(*sigma.shape, *([1] * (sample.ndim - sigma.ndim)))
+        return (1.0 - sigma) * sample + sigma * noise
+
+    def _apply_shift(self, sigmas: torch.Tensor) -> torch.Tensor:
+        shift = self.config.shift
+        return sigmas if shift == 1.0 else shift * sigmas / (1 + (shift - 1) * sigmas)
+
+    def set_timesteps(
+        self,
+        num_inference_steps: Optional[int] = None,
+        device: Union[str, torch.device, None] = None,
+        sigmas: Optional[List[float]] = None,
+        direction: str = "sample",
+    ) -> None:
+        """Build the grid.
+
+        Args:
+            num_inference_steps (`int`): number of steps ``N`` (network calls) on the uniform grid.
+            device: where ``sigmas``, ``timesteps`` and ``step_sizes`` live.
+            sigmas (`List[float]`, *optional*): a custom grid in [0, 1], strictly decreasing for ``"sample"`` and
+                increasing for ``"likelihood"``. Give all ``N + 1`` points, or ``N`` starting points and the end
+                point (0 for sampling, 1 for likelihood) is appended. ``shift`` is applied to it as to the default.
+            direction (`str`): ``"sample"`` (noise to data) or ``"likelihood"`` (data to noise).
+        """
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        end = 0.0 if direction == "sample" else 1.0
+        if sigmas is not None:
+            grid = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+            if grid.numel() == 0 or not torch.isfinite(grid).all():
+                raise ValueError(f"sigmas must be a non-empty list of finite numbers, got {sigmas}")
+            if grid[-1] != end:
+                grid = torch.cat([grid, grid.new_tensor([end])])
+            if num_inference_steps is not None and num_inference_steps != grid.numel() - 1:
+                raise ValueError(f"num_inference_steps={num_inference_steps} does not match {grid.numel() - 1} steps in sigmas")
+            if grid.min() < 0 or grid.max() > 1:
+                raise ValueError(f"sigmas must lie in [0, 1], got {grid.tolist()}")
+            diffs = grid.diff() * (1 if direction == "likelihood" else -1)
+            if grid.numel() < 2 or not (diffs > 0).all():
+                order = "increasing" if direction == "likelihood" else "decreasing"
+                raise ValueError(f"sigmas must be strictly {order} for direction={direction!r}, got {grid.tolist()}")
+        else:
+            if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+                raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+            grid = torch.linspace(1.0 - end, end, num_inference_steps + 1, dtype=torch.float64)
+        grid = self._apply_shift(grid)
+
+        dtype = torch.float32 if torch.device(device or "cpu").type in ("mps", "npu") else torch.float64
+        self.direction = direction
+        self.num_inference_steps = grid.numel() - 1
+        self.sigmas = grid.to(device=device, dtype=dtype)
+        self.timesteps = self.sigmas[:-1] * self.config.num_train_timesteps
+        self.step_sizes = self.sigmas.diff() * self.config.num_train_timesteps
+        self._step_index = None
+        self._begin_index = None
+
+    def index_for_timestep(self, timestep: Union[float, torch.Tensor]) -> Optional[int]:
+        """Index of ``timestep`` on the current grid, or ``None`` when it is off the grid."""
+        value = float(torch.as_tensor(timestep).flatten()[0])
+        diffs = (self.timesteps.double().cpu() - value).abs()
+        idx = int(diffs.argmin())
+        return idx if diffs[idx] <= 1e-3 else None
+
+    def step(
+        self,
+        model_output,
+        timestep: Union[float, torch.Tensor],
+        sample: torch.Tensor,
+        divergence: Optional[torch.Tensor] = None,
+        r_timestep: Optional[Union[float, torch.Tensor]] = None,
+        return_dict: bool = True,
+    ) -> Union[F2D2SchedulerOutput, Tuple[torch.Tensor, torch.Tensor]]:
+        """Move ``sample`` from ``timestep`` to ``r_timestep`` (default: the next grid point).
+
+        Args:
+            model_output: an ``F2D2ModelOutput`` (average velocity and divergence), or the average velocity
+                tensor with ``divergence`` given separately.
+            timestep: the start, ``num_train_timesteps * sigma``; on the grid unless ``r_timestep`` is given.
+            sample: ``x`` at ``sigma``, shape ``(batch, *dims)``.
+            divergence: average divergence ``D`` per sample, full scale, when ``model_output`` is a tensor.
+            r_timestep: the end, for any-step use off the grid.
+
+        Returns:
+            ``F2D2SchedulerOutput(prev_sample, delta_log_prob)`` or the tuple ``(prev_sample, delta_log_prob)``.
+        """
+        if self.sigmas is None:
+            raise ValueError("`set_timesteps` has not been called.")
+        if isinstance(model_output, torch.Tensor):
+            velocity = model_output
+            if divergence is None:
+                raise ValueError("step needs the average divergence: pass an F2D2ModelOutput or `divergence=`")
+        else:
+            velocity = model_output.sample
+            divergence = model_output.divergence if divergence is None else divergence
+        if velocity.shape != sample.shape:
+            raise ValueError(f"model output shape {tuple(velocity.shape)} does not match sample shape {tuple(sample.shape)}")
+        if divergence.shape != (sample.shape[0],):
+            raise ValueError(f"divergence must have shape ({sample.shape[0]},), got {tuple(divergence.shape)}")
+
+        scale = self.config.num_train_timesteps
+        t_idx = self.index_for_timestep(timestep)
+        if self._step_index is None:
+            self._step_index = self._begin_index if self._begin_index is not None else (t_idx or 0)
+        sigma = self.sigmas[t_idx] if t_idx is not None else torch.as_tensor(timestep, dtype=torch.float64) / scale
+        if r_timestep is None:
+            if t_idx is None:
+                raise ValueError(f"timestep {float(torch.as_tensor(timestep).flatten()[0])} is not on the grid; pass `r_timestep`")
+            sigma_next = self.sigmas[t_idx + 1]
+        else:
+            sigma_next = torch.as_tensor(r_timestep, dtype=torch.float64) / scale
+        h = (sigma_next.double().cpu() - sigma.double().cpu()).to(device=sample.device, dtype=sample.dtype)
+        prev_sample, delta_log_prob = flow_map_step(sample, velocity, divergence, h.flatten() if h.ndim else h)
+        self._step_index += 1
+        if not return_dict:
+            return (prev_sample, delta_log_prob)
+        return F2D2SchedulerOutput(prev_sample=prev_sample, delta_log_prob=delta_log_prob)
