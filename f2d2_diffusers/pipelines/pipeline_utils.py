@@ -1,9 +1,10 @@
 """What both F2D2 pipelines share: components, the data's grey levels and the shape of one sample."""
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
-from diffusers import DiffusionPipeline
+from diffusers import DiffusionPipeline, ModelMixin
 
+from ..models import F2D2MLPModel, F2D2UNet2DModel
 from ..schedulers import F2D2Scheduler
 
 
@@ -20,7 +21,13 @@ class F2D2BasePipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet, scheduler: F2D2Scheduler, num_levels: Optional[int] = 256):
+    # diffusers' from_pipe hands a model over only when its exact type is named in this annotation.
+    def __init__(
+        self,
+        unet: Union[F2D2UNet2DModel, F2D2MLPModel, ModelMixin],
+        scheduler: F2D2Scheduler,
+        num_levels: Optional[int] = 256,
+    ):
         super().__init__()
         if num_levels is not None and (isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 2):
             raise ValueError(f"num_levels must be an integer >= 2 or None, got {num_levels!r}")

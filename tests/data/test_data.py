@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+
+from f2d2_diffusers.data import DIGITS_NUM_LEVELS, TOY_DATASETS, load_digits_levels, load_toy, load_vectors, sample_toy
+
+
+def test_digits_splits():
+    train, test = load_digits_levels("train"), load_digits_levels("test")
+    assert train.shape == (1500, 1, 8, 8) and test.shape == (297, 1, 8, 8)
+    assert train.dtype == torch.uint8 and int(train.max()) == DIGITS_NUM_LEVELS - 1 and int(train.min()) == 0
+    torch.testing.assert_close(torch.cat([train, test]), load_digits_levels("all"))
+    with pytest.raises(ValueError, match="split"):
+        load_digits_levels("validation")
+
+
+@pytest.mark.parametrize("name", TOY_DATASETS)
+def test_toys_are_deterministic_and_splits_differ(name):
+    a, b = load_toy(name, "train", 500), load_toy(name, "train", 500)
+    torch.testing.assert_close(a, b)
+    assert a.shape == (500, 2) and torch.isfinite(a).all() and a.abs().max() < 6
+    assert not torch.allclose(a, load_toy(name, "test", 500))
+
+
+def test_checkerboard_fills_alternate_squares():
+    points = sample_toy("checkerboard", 4000, torch.Generator().manual_seed(0)) / 2
+    cells = torch.floor(points).long()
+    assert ((cells[:, 0] + cells[:, 1]) % 2 == 0).all()
+
+
+def test_load_vectors_from_npy_and_csv(tmp_path):
+    data = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", data)
+    np.savetxt(tmp_path / "x.csv", data, delimiter=",", header="a,b,c", comments="")
+    np.testing.assert_allclose(load_vectors(tmp_path / "x.npy").numpy(), data)
+    np.testing.assert_allclose(load_vectors(tmp_path / "x.csv").numpy(), data, rtol=1e-6)
+
+
+def test_load_vectors_rejects_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no data file"):
+        load_vectors(tmp_path / "missing.npy")
+    (tmp_path / "x.txt").write_text("1,2")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        load_vectors(tmp_path / "x.txt")
+    np.save(tmp_path / "nan.npy", np.array([[1.0, np.nan]]))
+    with pytest.raises(ValueError, match="NaN"):
+        load_vectors(tmp_path / "nan.npy")
+    np.save(tmp_path / "flat.npy", np.zeros(4))
+    with pytest.raises(ValueError, match="2-D"):
+        load_vectors(tmp_path / "flat.npy")
+    (tmp_path / "words.csv").write_text("a,b\nc,d\n")
+    with pytest.raises(ValueError, match="comma-separated numbers"):
+        load_vectors(tmp_path / "words.csv")

@@ -1,0 +1,107 @@
+import pytest
+import torch
+
+from f2d2_diffusers import F2D2ModelOutput, F2D2Scheduler
+
+
+def test_uniform_grids_in_both_directions():
+    s = F2D2Scheduler()
+    s.set_timesteps(4)
+    torch.testing.assert_close(s.sigmas, torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(s.timesteps, torch.tensor([1000.0, 750.0, 500.0, 250.0], dtype=torch.float64))
+    torch.testing.assert_close(s.step_sizes, torch.full((4,), -250.0, dtype=torch.float64))
+    s.set_timesteps(2, direction="likelihood")
+    torch.testing.assert_close(s.sigmas, torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(s.step_sizes, torch.full((2,), 500.0, dtype=torch.float64))
+    assert s.num_inference_steps == 2 and s.direction == "likelihood"
+
+
+def test_step_moves_by_h_u_and_returns_minus_h_D():
+    s = F2D2Scheduler()
+    s.set_timesteps(4)
+    x = torch.randn(3, 1, 2, 2)
+    u = torch.randn(3, 1, 2, 2)
+    div = torch.tensor([1.0, -2.0, 4.0])
+    out = s.step(F2D2ModelOutput(sample=u, divergence=div), s.timesteps[1], x)
+    torch.testing.assert_close(out.prev_sample, x - 0.25 * u)
+    torch.testing.assert_close(out.delta_log_prob, 0.25 * div)
+    assert s.step_index == 2
+    s.set_timesteps(4, direction="likelihood")
+    prev, delta = s.step(u, s.timesteps[0], x, divergence=div, return_dict=False)
+    torch.testing.assert_close(prev, x + 0.25 * u)
+    torch.testing.assert_close(delta, -0.25 * div)
+
+
+def test_zero_step_is_the_identity_and_any_step_reaches_the_end():
+    s = F2D2Scheduler()
+    s.set_timesteps(4)
+    x, u, div = torch.randn(2, 3), torch.randn(2, 3), torch.randn(2)
+    out = s.step(u, s.timesteps[2], x, divergence=div, r_timestep=s.timesteps[2])
+    torch.testing.assert_close(out.prev_sample, x)
+    torch.testing.assert_close(out.delta_log_prob, torch.zeros(2))
+    out = s.step(u, 1000.0, x, divergence=div, r_timestep=0.0)
+    torch.testing.assert_close(out.prev_sample, x - u)
+
+
+def test_custom_sigmas_shift_and_end_point():
+    s = F2D2Scheduler()
+    s.set_timesteps(sigmas=[1.0, 0.3])
+    torch.testing.assert_close(s.sigmas, torch.tensor([1.0, 0.3, 0.0], dtype=torch.float64))
+    s.set_timesteps(sigmas=[0.0, 0.1, 0.4, 1.0], direction="likelihood")
+    assert s.num_inference_steps == 3
+    shifted = F2D2Scheduler(shift=0.5)
+    shifted.set_timesteps(2, direction="likelihood")
+    torch.testing.assert_close(shifted.sigmas, torch.tensor([0.0, 0.25 / 0.75, 1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_inference_steps=0), "positive integer"),
+        (dict(num_inference_steps=2.5), "positive integer"),
+        (dict(num_inference_steps=None), "positive integer"),
+        (dict(sigmas=[1.0, 0.5, 0.7]), "strictly decreasing"),
+        (dict(sigmas=[0.0, 0.5], direction="sample"), "strictly decreasing"),
+        (dict(sigmas=[0.5, 0.2], direction="likelihood"), "strictly increasing"),
+        (dict(sigmas=[1.5, 0.5]), r"\[0, 1\]"),
+        (dict(sigmas=[1.0, float("nan")]), "finite"),
+        (dict(num_inference_steps=3, sigmas=[1.0, 0.5]), "does not match"),
+        (dict(num_inference_steps=2, direction="up"), "direction"),
+    ],
+)
+def test_bad_grids_are_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        F2D2Scheduler().set_timesteps(**kwargs)
+
+
+def test_step_rejects_bad_calls():
+    s = F2D2Scheduler()
+    s.set_timesteps(2)
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="divergence"):
+        s.step(torch.randn(2, 3), s.timesteps[0], x)
+    with pytest.raises(ValueError, match="shape"):
+        s.step(torch.randn(2, 4), s.timesteps[0], x, divergence=torch.zeros(2))
+    with pytest.raises(ValueError, match="not on the grid"):
+        s.step(torch.randn(2, 3), 123.0, x, divergence=torch.zeros(2))
+    with pytest.raises(ValueError, match="shift"):
+        F2D2Scheduler(shift=0)
+
+
+def test_save_load_round_trip(tmp_path):
+    s = F2D2Scheduler(shift=0.7)
+    s.save_pretrained(tmp_path)
+    loaded = F2D2Scheduler.from_pretrained(tmp_path)
+    assert loaded.config.shift == 0.7
+    s.set_timesteps(3)
+    loaded.set_timesteps(3)
+    torch.testing.assert_close(s.sigmas, loaded.sigmas)
+
+
+def test_public_api_and_scale_noise():
+    s = F2D2Scheduler()
+    assert s.init_noise_sigma == 1.0 and s.order == 1
+    x = torch.randn(2, 3)
+    assert s.scale_model_input(x) is x
+    noise = torch.randn(2, 3)
+    torch.testing.assert_close(s.scale_noise(x, torch.tensor([0.0, 1000.0]), noise), torch.stack([x[0], noise[1]]))
