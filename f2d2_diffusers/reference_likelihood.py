@@ -5,7 +5,7 @@ the yardstick that few-step F2D2 likelihoods are measured against.
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from diffusers.utils import BaseOutput
@@ -28,12 +28,18 @@ class ReferenceLikelihoodOutput(BaseOutput):
         bits_per_dim (`torch.Tensor` of shape `(batch,)`): see :func:`~f2d2_diffusers.dequantization.bits_per_dim`.
         latents (`torch.Tensor`): the input carried to ``sigma = 1``.
         nfe (`int`): velocity-network calls (each call's divergence costs ``d`` or ``num_probes`` backward passes).
+        trajectory (`torch.Tensor`, *optional*): with ``sigmas``, the states at those noise levels,
+            shape ``(len(sigmas), batch, *dims)``.
+        divergence_integrals (`torch.Tensor`, *optional*): with ``sigmas``, ``integral_0^sigma div v``
+            along the path at each of them, shape ``(len(sigmas), batch)``.
     """
 
     log_prob: torch.Tensor
     bits_per_dim: torch.Tensor
     latents: torch.Tensor
     nfe: int
+    trajectory: Optional[torch.Tensor] = None
+    divergence_integrals: Optional[torch.Tensor] = None
 
 
 def reference_log_likelihood(
@@ -48,6 +54,7 @@ def reference_log_likelihood(
     num_steps: Optional[int] = None,
     num_levels: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
+    sigmas: Optional[Sequence[float]] = None,
     show_progress: bool = False,
 ) -> ReferenceLikelihoodOutput:
     """Solve the augmented ODE from ``sigma = 0`` (data) to ``sigma = 1`` (noise).
@@ -60,16 +67,24 @@ def reference_log_likelihood(
         divergence: ``"exact"`` (``d`` backward passes per call) or ``"hutchinson"`` with ``num_probes`` probes of
             kind ``probe``, drawn once per solve with ``generator`` so the ODE stays deterministic.
         num_levels: grey levels of the data for ``bits_per_dim`` (``None``: continuous data).
+        sigmas: increasing noise levels from 0 to 1 at which to also return the states and the divergence
+            integral so far (e.g. a few-step grid, to measure a flow map segment by segment).
         show_progress: a tqdm counter of network calls and the current ``sigma``.
     """
+    options = None
+    if sigmas is not None:
+        grid = torch.as_tensor(sigmas, dtype=sample.dtype, device=sample.device).flatten()
+        if grid.numel() < 2 or grid[0] != 0 or grid[-1] != 1 or not (grid.diff() > 0).all():
+            raise ValueError(f"sigmas must increase strictly from 0 to 1, got {list(map(float, grid))}")
+    else:
+        grid = torch.tensor([0.0, 1.0], dtype=sample.dtype, device=sample.device)
     if method in FIXED_STEP_METHODS:
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"fixed-step method {method!r} needs num_steps >= 1, got {num_steps!r}")
-        grid = torch.linspace(0.0, 1.0, num_steps + 1, dtype=sample.dtype, device=sample.device)
+        options = {"step_size": 1.0 / num_steps}
     elif method in ADAPTIVE_METHODS:
         if num_steps is not None:
             raise ValueError(f"num_steps applies to fixed-step methods only, not {method!r}")
-        grid = torch.tensor([0.0, 1.0], dtype=sample.dtype, device=sample.device)
     else:
         raise ValueError(f"unknown method {method!r}; choose from {ADAPTIVE_METHODS + FIXED_STEP_METHODS}")
     if divergence == "hutchinson":
@@ -100,7 +115,7 @@ def reference_log_likelihood(
 
     start = (sample, torch.zeros(sample.shape[0], dtype=sample.dtype, device=sample.device))
     with torch.no_grad():
-        xs, integrals = odeint(augmented_dynamics, start, grid, method=method, rtol=rtol, atol=atol)
+        xs, integrals = odeint(augmented_dynamics, start, grid, method=method, rtol=rtol, atol=atol, options=options)
     progress.close()
     latents, integral = xs[-1], integrals[-1]
     log_prob = standard_normal_log_prob(latents) + integral
@@ -109,5 +124,7 @@ def reference_log_likelihood(
         bits_per_dim=bits_per_dim(log_prob, sample[0].numel(), num_levels),
         latents=latents,
         nfe=nfe,
+        trajectory=xs if sigmas is not None else None,
+        divergence_integrals=integrals if sigmas is not None else None,
     )
 

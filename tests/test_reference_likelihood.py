@@ -69,3 +69,16 @@ def test_bad_arguments(gaussian):
         reference_log_likelihood(teacher, x0, divergence="guess")
     with pytest.raises(ValueError, match="NaN"):
         reference_log_likelihood(teacher, x0 * float("nan"))
+
+
+def test_trajectory_at_requested_noise_levels(gaussian):
+    teacher, x0 = gaussian
+    out = reference_log_likelihood(teacher, x0, sigmas=[0.0, 0.25, 0.5, 1.0])
+    assert out.trajectory.shape == (4, *x0.shape) and out.divergence_integrals.shape == (4, 5)
+    m, a = teacher.marginal(torch.tensor(0.5, dtype=torch.float64))
+    torch.testing.assert_close(out.trajectory[2], m + a / teacher.std * (x0 - teacher.mean), atol=1e-4, rtol=0)
+    expected = torch.log(a / teacher.std).expand_as(x0).reshape(5, -1).sum(1)
+    torch.testing.assert_close(out.divergence_integrals[2], expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.trajectory[-1], out.latents)
+    with pytest.raises(ValueError, match="sigmas"):
+        reference_log_likelihood(teacher, x0, sigmas=[0.0, 0.5])

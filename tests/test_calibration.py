@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from analytic import GaussianFlowMap, GaussianVelocity, gaussian_params
+from f2d2_diffusers.calibration import segment_calibration
+from f2d2_diffusers.reference_likelihood import reference_log_likelihood
+
+GRID = [0.0, 0.25, 0.5, 1.0]
+
+
+class OffsetDivergence(GaussianFlowMap):
+    """The exact map with its average divergence raised by 2 nats per unit of sigma."""
+
+    def forward(self, sample, timestep, step=0.0, return_dict=True):
+        out = super().forward(sample, timestep, step)
+        out.divergence = out.divergence + 2.0
+        return out
+
+
+@pytest.fixture(scope="module")
+def setup():
+    params = gaussian_params((3,))
+    teacher = GaussianVelocity(**params)
+    x0 = teacher.mean + teacher.std * torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return params, reference_log_likelihood(teacher, x0, sigmas=GRID)
+
+
+@pytest.mark.parametrize("direction", ["likelihood", "sample"])
+def test_the_exact_map_has_no_segment_error(setup, direction):
+    params, reference = setup
+    cal = segment_calibration(GaussianFlowMap(**params), reference, GRID, direction=direction)
+    assert cal.integral_abs_error.max() < 1e-4 and cal.state_error.max() < 1e-4
+    assert cal.teacher_integral.shape == (3,) and (cal.teacher_integral.abs() > 1e-3).all()
+
+
+@pytest.mark.parametrize("direction", ["likelihood", "sample"])
+def test_a_divergence_offset_shows_up_in_proportion_to_the_segment_length(setup, direction):
+    params, reference = setup
+    cal = segment_calibration(OffsetDivergence(**params), reference, GRID, direction=direction)
+    torch.testing.assert_close(cal.integral_error, torch.tensor([0.5, 0.5, 1.0]), atol=1e-4, rtol=0)
+    assert cal.state_error.max() < 1e-4
+
+
+def test_reference_without_the_grid_is_rejected(setup):
+    params, _ = setup
+    teacher = GaussianVelocity(**params)
+    reference = reference_log_likelihood(teacher, torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="same `sigmas`"):
+        segment_calibration(GaussianFlowMap(**params), reference, GRID)
