@@ -11,7 +11,7 @@ from diffusers.models.embeddings import TimestepEmbedding
 
 from .mlp_flow_matching import FlowMatchingMLPModel
 from .modeling_outputs import F2D2ModelOutput
-from .utils import copy_teacher_weights, match_device_and_dtype, timesteps_per_sample, zero_module
+from .utils import copy_teacher_weights, init_kwargs_from, match_device_and_dtype, timesteps_per_sample, zero_module
 
 
 class F2D2MLPModel(FlowMatchingMLPModel):
@@ -46,8 +46,7 @@ class F2D2MLPModel(FlowMatchingMLPModel):
     @classmethod
     def from_teacher(cls, teacher: FlowMatchingMLPModel, **head_config) -> "F2D2MLPModel":
         """A student whose trunk copies ``teacher``; the step embedding and divergence head start at zero."""
-        config = {k: v for k, v in teacher.config.items() if not k.startswith("_")}
-        student = cls(**config, **head_config)
+        student = cls(**init_kwargs_from(cls, teacher.config), **head_config)
         copy_teacher_weights(student, teacher, ("step_embedding.", "divergence_"))
         return match_device_and_dtype(student, teacher)
 

@@ -10,7 +10,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding
 
 from .modeling_outputs import F2D2ModelOutput
-from .utils import copy_teacher_weights, match_device_and_dtype, timesteps_per_sample, zero_module
+from .utils import copy_teacher_weights, init_kwargs_from, match_device_and_dtype, timesteps_per_sample, zero_module
 
 
 class F2D2UNet2DModel(UNet2DModel):
@@ -105,8 +105,7 @@ class F2D2UNet2DModel(UNet2DModel):
         The student is built with its constructor (not ``from_pretrained``), so the new layers are properly
         initialised rather than left on the ``meta`` device.
         """
-        config = {k: v for k, v in teacher.config.items() if not k.startswith("_")}
-        student = cls(**config, **head_config)
+        student = cls(**init_kwargs_from(cls, teacher.config), **head_config)
         copy_teacher_weights(student, teacher, ("step_embedding.", "divergence_"))
         return match_device_and_dtype(student, teacher)
 

@@ -1,3 +1,5 @@
+import inspect
+
 import torch
 
 
@@ -40,3 +42,9 @@ def match_device_and_dtype(model, reference):
     model = model.to(reference.device)
     # A same-dtype ``.to(dtype)`` still makes diffusers warn about fp32-pinned modules, so cast only when needed.
     return model if model.dtype == reference.dtype else model.to(reference.dtype)
+
+
+def init_kwargs_from(cls, config) -> dict:
+    """The entries of ``config`` that ``cls.__init__`` takes (a saved config may carry others, e.g. EMA state)."""
+    accepted = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in config.items() if k in accepted and not k.startswith("_")}

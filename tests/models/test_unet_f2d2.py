@@ -86,3 +86,12 @@ def test_jvp_through_a_unet_without_attention_matches_finite_differences():
         _, jvp = torch.func.jvp(u, (x, t), (dx, dt))
         fd = (u(x + eps * dx, t + eps * dt) - u(x - eps * dx, t - eps * dt)) / (2 * eps)
         torch.testing.assert_close(jvp, fd, rtol=tol, atol=tol)
+
+
+def test_from_teacher_ignores_extra_saved_config_entries(tmp_path):
+    """An EMA-saved teacher's config carries EMA state (decay, ...); the student takes only model arguments."""
+    torch.manual_seed(0)
+    teacher = UNet2DModel(**tiny_unet_config())
+    teacher.register_to_config(decay=0.999, optimization_step=10)
+    student = F2D2UNet2DModel.from_teacher(teacher)
+    assert "decay" not in student.config and student.config.block_out_channels == (8, 16)
