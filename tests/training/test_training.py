@@ -1,0 +1,384 @@
+"""End-to-end tests of training/train_teacher.py and training/train_f2d2.py under `accelerate launch` (CPU).
+
+Tiny models and a handful of steps: the point is the plumbing (data, Accelerate, checkpoints, resume, output
+folders that load and sample), not the quality of the models.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+TRAINING = REPO / "training"
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+
+TINY_MLP = {"hidden_dim": 32, "num_layers": 2, "time_embed_dim": 16}
+TINY_UNET = {
+    "block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+    "attention_head_dim": 8,
+}
+COMMON = ["--lr_warmup_steps", "0", "--seed", "0", "--learning_rate", "1e-3"]
+
+
+def _env():
+    # One thread per process: on a busy 2-core machine, 2 OpenMP threads per process made a tiny UNet ~100x slower.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _check(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def launch(config_file, script, *args, num_processes=1, timeout=300):
+    """`accelerate launch --config_file ... training/<script> args`; 2 processes on CPU need --multi_gpu."""
+    cmd = [ACCELERATE, "launch", "--config_file", str(config_file)]
+    if num_processes > 1:
+        cmd += ["--multi_gpu", "--num_processes", str(num_processes)]
+    cmd += [str(TRAINING / script), *map(str, args)]
+    return _check(subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True,
+                                 text=True, timeout=timeout))
+
+
+def run_plain(script, *args, timeout=120):
+    """The script without the launcher, for argument and input errors."""
+    return subprocess.run([sys.executable, str(TRAINING / script), *map(str, args)], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def checkpoints(folder):
+    return sorted((p.name for p in Path(folder).glob("checkpoint-*")), key=lambda n: int(n.split("-")[1]))
+
+
+def logged_steps(folder):
+    lines = (Path(folder) / "logs" / "train_log.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The in-process sampling below is tiny: one thread avoids oversubscribing a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from accelerate.utils import write_basic_config
+
+    root = tmp_path_factory.mktemp("training")
+    config_file = root / "accelerate_config.json"
+    write_basic_config(mixed_precision="no", save_location=str(config_file))
+    (root / "tiny_mlp.json").write_text(json.dumps(TINY_MLP))
+    (root / "tiny_unet.json").write_text(json.dumps(TINY_UNET))
+    images = root / "images" / "class_a"
+    images.mkdir(parents=True)
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), mode="L").save(images / f"img_{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkerboard_teacher(workdir):
+    out = workdir / "teacher-checkerboard"
+    launch(
+        workdir / "accelerate_config.json", "train_teacher.py", "--dataset", "checkerboard", "--num_toy_samples", 256,
+        "--model_config_name_or_path", workdir / "tiny_mlp.json", "--output_dir", out, "--train_batch_size", 32,
+        "--max_train_steps", 4, "--checkpointing_steps", 2, "--checkpoints_total_limit", 1, "--use_ema", *COMMON,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_teacher(workdir):
+    out = workdir / "teacher-images"
+    launch(
+        workdir / "accelerate_config.json", "train_teacher.py", "--train_data_dir", workdir / "images",
+        "--resolution", 8, "--model_config_name_or_path", workdir / "tiny_unet.json", "--output_dir", out,
+        "--train_batch_size", 4, "--max_train_steps", 2, "--checkpointing_steps", 0, "--random_flip", *COMMON,
+    )
+    return out
+
+
+def test_teacher_on_checkerboard(checkerboard_teacher):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from f2d2_diffusers import FlowMatchingMLPModel
+
+    out = checkerboard_teacher
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (out / "scheduler" / "scheduler_config.json").is_file()
+    # checkpoints_total_limit=1 keeps only the newest of checkpoint-2 and checkpoint-4.
+    assert checkpoints(out) == ["checkpoint-4"]
+    assert {p.name for p in (out / "checkpoint-4").iterdir()} >= {"unet", "unet_ema"}
+    assert logged_steps(out) == [1, 2, 3, 4]
+    card = (out / "README.md").read_text()
+    assert "sigma = 0" in card and "1000 * sigma" in card and "train_teacher.py" in card and "checkerboard" in card
+
+    model = FlowMatchingMLPModel.from_pretrained(out, subfolder="unet")
+    assert model.config.sample_size == 2 and model.config.hidden_dim == 32
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(out, subfolder="scheduler")
+    scheduler.set_timesteps(4)
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(x, t).sample, t, x).prev_sample
+    assert x.shape == (5, 2) and torch.isfinite(x).all()
+
+
+def test_teacher_on_image_folder_samples_with_diffusers_alone(image_teacher):
+    from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+
+    unet = UNet2DModel.from_pretrained(image_teacher, subfolder="unet")
+    assert (unet.config.sample_size, unet.config.in_channels) == (8, 1)
+    assert tuple(unet.config.block_out_channels) == (8, 16)
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(image_teacher, subfolder="scheduler")
+    scheduler.set_timesteps(3)
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(unet(x, t).sample, t, x).prev_sample
+    assert torch.isfinite(x).all()
+    assert "image folder" in (image_teacher / "README.md").read_text()
+
+
+def test_f2d2_from_teacher_checkpoints_resume_and_pipeline(workdir, checkerboard_teacher):
+    from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2MLPModel, F2D2Pipeline
+
+    out = workdir / "f2d2-checkerboard"
+    args = [
+        "--dataset", "checkerboard", "--num_toy_samples", 64, "--teacher_model_name_or_path", checkerboard_teacher,
+        "--output_dir", out, "--train_batch_size", 16, "--checkpointing_steps", 2, "--checkpoints_total_limit", 2,
+        "--use_ema", "--divergence", "exact", "--bootstrap_fraction", 0.5, "--anchor_starts_to_grid", *COMMON,
+    ]
+    config_file = workdir / "accelerate_config.json"
+    launch(config_file, "train_f2d2.py", *args, "--max_train_steps", 6)
+    assert checkpoints(out) == ["checkpoint-4", "checkpoint-6"]
+    ckpt_unet = F2D2MLPModel.from_pretrained(out / "checkpoint-6", subfolder="unet")
+    assert ckpt_unet.config.hidden_dim == 32  # the student copied the teacher's architecture
+
+    # Resume: 64 points / 16 = 4 batches per epoch, so step 6 resumes in the middle of epoch 1.
+    proc = launch(config_file, "train_f2d2.py", *args, "--max_train_steps", 8, "--resume_from_checkpoint", "latest")
+    assert "checkpoint-6" in proc.stdout + proc.stderr
+    assert logged_steps(out) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert checkpoints(out) == ["checkpoint-6", "checkpoint-8"]
+    ema_config = json.loads((out / "checkpoint-8" / "unet_ema" / "config.json").read_text())
+    assert ema_config["optimization_step"] == 8  # the EMA state came back with the checkpoint
+
+    model_index = json.loads((out / "model_index.json").read_text())
+    assert model_index["_class_name"] == "F2D2Pipeline" and model_index["num_levels"] is None
+    pipe = F2D2Pipeline.from_pretrained(out)
+    assert isinstance(pipe.unet, F2D2MLPModel)
+    result = pipe(batch_size=5, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert result.images.shape == (5, 2) and torch.isfinite(result.log_prob).all() and result.nfe == 2
+    likelihood = F2D2LikelihoodPipeline.from_pretrained(out)
+    scored = likelihood(result.images, num_inference_steps=2, dequantize=False)
+    assert torch.isfinite(scored.log_prob).all()
+    card = (out / "README.md").read_text()
+    assert "F2D2Pipeline.from_pretrained" in card and "Optimisation steps: 8" in card and "timestep = 1000 * sigma" in card
+
+
+def test_f2d2_from_image_teacher(workdir, image_teacher):
+    from f2d2_diffusers import F2D2Pipeline, F2D2UNet2DModel
+
+    out = workdir / "f2d2-images"
+    launch(
+        workdir / "accelerate_config.json", "train_f2d2.py", "--train_data_dir", workdir / "images",
+        "--teacher_model_name_or_path", image_teacher, "--output_dir", out, "--train_batch_size", 4,
+        "--max_train_steps", 2, "--checkpointing_steps", 0, "--divergence", "hutchinson", "--hutchinson_probes", 1,
+        "--directions", "forward", *COMMON,
+    )
+    assert checkpoints(out) == []
+    pipe = F2D2Pipeline.from_pretrained(out)
+    assert isinstance(pipe.unet, F2D2UNet2DModel) and pipe.config.num_levels == 256
+    result = pipe(batch_size=2, num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert result.images.shape == (2, 8, 8, 1) and torch.isfinite(result.bits_per_dim).all()
+
+
+def test_f2d2_self_distillation_on_digits(workdir):
+    from f2d2_diffusers import F2D2Pipeline
+
+    out = workdir / "f2d2-digits"
+    launch(
+        workdir / "accelerate_config.json", "train_f2d2.py", "--dataset", "digits", "--max_train_samples", 32,
+        "--model_config_name_or_path", workdir / "tiny_unet.json", "--output_dir", out, "--train_batch_size", 8,
+        "--max_train_steps", 2, "--checkpointing_steps", 0, "--divergence", "hutchinson", *COMMON,
+    )
+    pipe = F2D2Pipeline.from_pretrained(out)
+    assert pipe.config.num_levels == 17
+    assert "none (self-distillation" in (out / "README.md").read_text()
+    images = pipe(batch_size=1, num_inference_steps=1, output_type="pil").images
+    assert images[0].size == (8, 8)
+
+
+def run_in_process(script, *args):
+    """Parse and run ``script`` in this process (fast: no new interpreter); returns ``(exit_code, stderr)``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_training_{Path(script).stem}", TRAINING / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        module.common.run_main(module.main, module.parse_args([str(a) for a in args]))
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
+BAD_INPUTS = [
+    ("train_teacher.py", ["--dataset", "checkerboard", "--train_data_dir", "x"], "exactly one data source"),
+    ("train_teacher.py", ["--train_data_dir", "/nonexistent/images"], "no folder"),
+    ("train_teacher.py", ["--dataset", "digits", "--resolution", "16"], "8x8"),
+    ("train_teacher.py", ["--dataset", "checkerboard", "--model_config_name_or_path", "/nonexistent.json"],
+     "model_config_name_or_path"),
+    ("train_teacher.py", ["--dataset", "rings", "--logger", "no-such-tracker"], "invalid choice"),
+    ("train_f2d2.py", ["--dataset", "checkerboard", "--teacher_model_name_or_path", "/nonexistent/teacher"],
+     "no teacher folder"),
+    ("train_f2d2.py", ["--dataset", "checkerboard", "--bootstrap_fraction", "1.5"], "bootstrap_fraction"),
+    ("train_f2d2.py", ["--dataset", "checkerboard", "--resume_from_checkpoint", "/nonexistent/checkpoint-3"],
+     "no checkpoint folder"),
+]
+
+
+@pytest.mark.parametrize("script, args, message", BAD_INPUTS)
+def test_bad_input_gives_a_clear_error(script, args, message, tmp_path, capsys):
+    code = run_in_process(script, *args, "--output_dir", tmp_path / "out")
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("train_teacher.py", [], "no training data given"),  # argparse's error
+        ("train_teacher.py", ["--train_data_file", "/nonexistent/data.npy"], "no data file"),  # the scripts' own
+    ],
+)
+def test_bad_input_under_a_real_interpreter_has_no_traceback(script, args, message, tmp_path):
+    proc = run_plain(script, *args, "--output_dir", tmp_path / "out")
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_bad_teacher_folders_give_a_clear_error(checkerboard_teacher, tmp_path, capsys):
+    cases = []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases.append((["--dataset", "checkerboard", "--teacher_model_name_or_path", empty], "not a saved teacher"))
+    a_file = tmp_path / "weights.bin"
+    a_file.write_bytes(b"")
+    cases.append((["--dataset", "checkerboard", "--teacher_model_name_or_path", a_file], "is a file"))
+    # A student pipeline is not a teacher.
+    student = tmp_path / "student"
+    (student / "unet").mkdir(parents=True)
+    (student / "unet" / "config.json").write_text(json.dumps({"_class_name": "F2D2MLPModel", "sample_size": 2}))
+    cases.append((["--dataset", "checkerboard", "--teacher_model_name_or_path", student], "F2D2 student"))
+    # Nor is any other model.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    cases.append((["--dataset", "checkerboard", "--teacher_model_name_or_path", other], "must be a UNet2DModel"))
+    # A teacher folder whose weights are missing.
+    broken = tmp_path / "broken"
+    (broken / "unet").mkdir(parents=True)
+    (broken / "unet" / "config.json").write_text((checkerboard_teacher / "unet" / "config.json").read_text())
+    cases.append((["--dataset", "checkerboard", "--teacher_model_name_or_path", broken], "cannot load"))
+    # A vector teacher cannot distil image data, nor vectors of another length.
+    cases.append((["--dataset", "digits", "--teacher_model_name_or_path", checkerboard_teacher], "vector"))
+    bad_file = tmp_path / "vectors.npy"
+    np.save(bad_file, np.zeros((10, 3), dtype=np.float32))
+    cases.append((["--train_data_file", bad_file, "--teacher_model_name_or_path", checkerboard_teacher], "length 2"))
+    # With a teacher, a model config may only shape the new divergence head.
+    head = tmp_path / "head.json"
+    head.write_text(json.dumps({"hidden_dim": 64}))
+    cases.append((["--dataset", "checkerboard", "--teacher_model_name_or_path", checkerboard_teacher,
+                   "--model_config_name_or_path", head], "copies the teacher's architecture"))
+    for args, message in cases:
+        code = run_in_process("train_f2d2.py", *args, "--output_dir", tmp_path / "out")
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (args, err)
+
+
+@pytest.mark.slow
+def test_two_processes_on_cpu(workdir, checkerboard_teacher):
+    """`accelerate launch --multi_gpu --num_processes 2` on a machine without GPU: one gloo group (MULTI_CPU)."""
+    from f2d2_diffusers import F2D2Pipeline
+
+    out = workdir / "f2d2-two-processes"
+    args = [
+        "--dataset", "checkerboard", "--num_toy_samples", 64, "--teacher_model_name_or_path", checkerboard_teacher,
+        "--output_dir", out, "--train_batch_size", 8, "--checkpointing_steps", 2, "--use_ema", *COMMON,
+    ]
+    config_file = workdir / "accelerate_config.json"
+    launch(config_file, "train_f2d2.py", *args, "--max_train_steps", 2, num_processes=2)
+    # Each process saved its own random state: two processes really ran in one group.
+    states = {p.name for p in (out / "checkpoint-2").glob("random_states_*.pkl")}
+    assert states == {"random_states_0.pkl", "random_states_1.pkl"}
+    launch(config_file, "train_f2d2.py", *args, "--max_train_steps", 4, "--resume_from_checkpoint", "latest",
+           num_processes=2)
+    assert checkpoints(out) == ["checkpoint-2", "checkpoint-4"]
+    assert logged_steps(out) == [1, 2, 3, 4]
+    pipe = F2D2Pipeline.from_pretrained(out)
+    result = pipe(batch_size=3, num_inference_steps=2, output_type="pt")
+    assert torch.isfinite(result.log_prob).all()
+
+
+def _common():
+    import importlib
+
+    if str(TRAINING) not in sys.path:
+        sys.path.insert(0, str(TRAINING))
+    return importlib.import_module("common")
+
+
+def test_image_folder_loading_resizes_crops_and_maps_levels(tmp_path):
+    from PIL import Image
+
+    common = _common()
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.fromarray(np.full((12, 10), 255, dtype=np.uint8), mode="L").save(folder / "grey.png")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8), mode="RGB").save(folder / "colour.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    parser = common.build_parser("test", str(tmp_path / "out"))
+    args = common.parse_args(parser, ["--train_data_dir", str(folder), "--resolution", "8", "--num_levels", "17",
+                                      "--center_crop"])
+    data = common.load_training_data(args)
+    # One colour image makes the whole folder RGB; the 10x12 image is resized to 8x10, then center-cropped.
+    assert data.kind == "image" and data.sample_shape == (3, 8, 8) and data.num_levels == 17 and len(data.dataset) == 2
+    levels = torch.stack([data.dataset[i] for i in range(2)])
+    assert levels.dtype == torch.uint8 and levels.shape == (2, 3, 8, 8)
+    assert set(levels.unique().tolist()) == {0, 16}  # 8-bit 255 maps onto the top of 17 levels
+    model_space = data.to_model_space(levels)
+    assert model_space.min() >= -1 and model_space.max() <= 1
+
+    missing = common.parse_args(parser, ["--train_data_dir", str(folder / "none"), "--resolution", "8"])
+    with pytest.raises(common.TrainingError, match="no folder"):
+        common.load_training_data(missing)
+
+
+def test_checkpoint_listing_and_resume_paths(tmp_path):
+    common = _common()
+    for step in (10, 2, 100):
+        (tmp_path / f"checkpoint-{step}" / "unet").mkdir(parents=True)
+    (tmp_path / "checkpoint-final").mkdir()
+    assert common.list_checkpoints(str(tmp_path)) == ["checkpoint-2", "checkpoint-10", "checkpoint-100"]
+    parser = common.build_parser("test", str(tmp_path))
+    args = common.parse_args(parser, ["--dataset", "rings", "--resume_from_checkpoint", "latest"])
+    assert common.resolve_resume_path(args) == str(tmp_path / "checkpoint-100")
+    args.output_dir = str(tmp_path / "empty")
+    assert common.resolve_resume_path(args) is None  # 'latest' with nothing saved yet starts afresh

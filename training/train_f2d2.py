@@ -1,0 +1,274 @@
+#!/usr/bin/env python
+"""Distil an F2D2 joint flow map (average velocity ``u`` and average divergence ``D`` over a signed step ``h``)
+with Accelerate.
+
+``--objective shortcut``: ``f2d2_diffusers.shortcut_f2d2_loss`` (semigroup distillation). The tangent part
+regresses ``u(x, s, 0)`` on the teacher's velocity and ``D(x, s, 0)`` on its divergence; the bootstrap part
+regresses dyadic steps ``|h| = 2^-k`` on two half steps. ``--directions both`` trains sampling (``h < 0``) and
+likelihood (``h > 0``) steps; ``forward`` only sampling steps, as the F2D2 paper does.
+
+With ``--teacher_model_name_or_path`` (a folder written by ``train_teacher.py``, or any folder holding a
+``UNet2DModel`` / ``FlowMatchingMLPModel`` as ``unet/`` or at its top level) the student starts from the teacher's
+weights (``F2D2UNet2DModel.from_teacher`` / ``F2D2MLPModel.from_teacher``). Without it the model self-distils
+from scratch (targets ``eps - x_data`` and the Hutchinson divergence of its own ``u(., s, 0)``).
+
+Time convention: ``sigma = 0`` data, ``sigma = 1`` noise, ``timestep = 1000 * sigma``, ``step = 1000 * h``.
+The output folder is an ``F2D2Pipeline`` (``F2D2Pipeline.from_pretrained(output_dir)``).
+
+Example (CPU)::
+
+    accelerate launch training/train_f2d2.py --dataset checkerboard --teacher_model_name_or_path teacher-checkerboard \\
+        --output_dir f2d2-checkerboard --train_batch_size 256 --max_train_steps 2000 --learning_rate 1e-3
+
+Several processes: ``accelerate launch --multi_gpu --num_processes 2 ...`` (on a machine without GPU the processes
+join one gloo group; set ``OMP_NUM_THREADS`` so that processes x threads does not exceed the cores). Resume with
+``--resume_from_checkpoint latest``.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+from common import TrainingError  # noqa: E402
+
+OBJECTIVES = ("shortcut",)
+#: Config keys a user may set on a student warm-started from a teacher (the new layers only).
+HEAD_KEYS = {
+    "F2D2UNet2DModel": ("divergence_head_channels", "divergence_head_resolution", "divergence_head_hidden_dim"),
+    "F2D2MLPModel": ("divergence_hidden_dim",),
+}
+
+
+def parse_args(argv=None):
+    parser = common.build_parser(
+        "Distil an F2D2 joint flow map (few-step sampling and log-likelihood) from a flow-matching teacher.", "f2d2-model"
+    )
+    f2d2 = parser.add_argument_group("F2D2")
+    f2d2.add_argument("--teacher_model_name_or_path", type=str, default=None,
+                      help="Folder of a saved teacher: train_teacher.py's output (unet/ = UNet2DModel for images, "
+                           "FlowMatchingMLPModel for vectors) or the model folder itself. Omit to self-distil.")
+    f2d2.add_argument("--objective", type=str, default="shortcut", choices=OBJECTIVES,
+                      help="Distillation objective: 'shortcut' (semigroup / two half steps).")
+    f2d2.add_argument("--directions", type=str, default="both", choices=["both", "forward"],
+                      help="'both': sampling (h < 0) and likelihood (h > 0) steps; 'forward': sampling steps only (paper).")
+    f2d2.add_argument("--divergence", type=str, default="auto", choices=["auto", "exact", "hutchinson"],
+                      help="Divergence of the teacher velocity: exact (d backward passes), Hutchinson, or auto "
+                           "(exact for d <= 256).")
+    f2d2.add_argument("--hutchinson_probes", type=int, default=1, help="Rademacher probes per Hutchinson estimate.")
+    f2d2.add_argument("--bootstrap_fraction", type=float, default=0.25,
+                      help="Fraction of each batch trained on dyadic steps (the rest on the tangent, h = 0).")
+    f2d2.add_argument("--max_level", type=int, default=6, help="Smallest dyadic step is 2^-max_level.")
+    f2d2.add_argument("--divergence_weight", type=float, default=1.0, help="Weight of the divergence term.")
+    f2d2.add_argument("--anchor_starts_to_grid", action="store_true",
+                      help="Draw bootstrap start times on multiples of |h| (the points few-step grids visit).")
+    args = common.parse_args(parser, argv)
+    if args.hutchinson_probes < 1:
+        parser.error(f"--hutchinson_probes must be >= 1, got {args.hutchinson_probes}")
+    if not 0.0 <= args.bootstrap_fraction < 1.0:
+        parser.error(f"--bootstrap_fraction must lie in [0, 1), got {args.bootstrap_fraction}")
+    if args.max_level < 0:
+        parser.error(f"--max_level must be >= 0, got {args.max_level}")
+    if args.divergence_weight < 0:
+        parser.error(f"--divergence_weight must be >= 0, got {args.divergence_weight}")
+    return args
+
+
+def find_teacher_folder(path: str) -> Path:
+    """The folder holding the teacher's ``config.json``: ``path/unet`` (a saved pipeline/teacher) or ``path``."""
+    root = Path(path)
+    if not root.exists():
+        raise TrainingError(f"--teacher_model_name_or_path: no teacher folder at {path}")
+    if not root.is_dir():
+        raise TrainingError(f"--teacher_model_name_or_path: {path} is a file; give the folder train_teacher.py wrote")
+    for folder in (root / "unet", root):
+        if (folder / "config.json").is_file():
+            return folder
+    raise TrainingError(
+        f"--teacher_model_name_or_path: {path} holds no unet/config.json or config.json; "
+        "it is not a saved teacher (train_teacher.py writes unet/ and scheduler/)"
+    )
+
+
+def load_teacher(path: str):
+    """``(teacher, student_cls)``; the teacher frozen, in eval mode, on the CPU."""
+    from diffusers import UNet2DModel
+
+    from f2d2_diffusers import F2D2MLPModel, F2D2UNet2DModel, FlowMatchingMLPModel
+
+    folder = find_teacher_folder(path)
+    try:
+        class_name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError) as err:
+        raise TrainingError(f"--teacher_model_name_or_path: cannot read {folder / 'config.json'} ({err})") from None
+    kinds = {"UNet2DModel": (UNet2DModel, F2D2UNet2DModel), "FlowMatchingMLPModel": (FlowMatchingMLPModel, F2D2MLPModel)}
+    if class_name in ("F2D2UNet2DModel", "F2D2MLPModel"):
+        raise TrainingError(
+            f"--teacher_model_name_or_path: {folder} holds an F2D2 student ({class_name}), not a flow-matching teacher; "
+            "give the folder train_teacher.py wrote"
+        )
+    if class_name not in kinds:
+        raise TrainingError(
+            f"--teacher_model_name_or_path: {folder} holds a {class_name or 'model of unknown class'}; the teacher must "
+            "be a UNet2DModel (images) or an f2d2_diffusers FlowMatchingMLPModel (vectors)"
+        )
+    teacher_cls, student_cls = kinds[class_name]
+    try:
+        teacher = teacher_cls.from_pretrained(folder)
+    except Exception as err:  # noqa: BLE001  (missing or corrupt weights are the user's input)
+        raise TrainingError(
+            f"--teacher_model_name_or_path: cannot load the {class_name} in {folder} ({type(err).__name__}: {err})"
+        ) from None
+    if class_name == "UNet2DModel" and teacher.config.time_embedding_type != "positional":
+        raise TrainingError(
+            f"the teacher uses time_embedding_type={teacher.config.time_embedding_type!r}; F2D2 needs 'positional'"
+        )
+    teacher.requires_grad_(False).eval()
+    return teacher, student_cls
+
+
+def build_student(args, data, teacher, student_cls, user_config):
+    from f2d2_diffusers import F2D2MLPModel, F2D2UNet2DModel
+
+    if teacher is None:
+        if data.kind == "image":
+            return common.build_model(F2D2UNet2DModel, common.image_model_config(user_config, data))
+        return common.build_model(F2D2MLPModel, common.vector_model_config(user_config, data))
+    allowed = HEAD_KEYS[student_cls.__name__]
+    other = sorted(set(user_config) - set(allowed))
+    if other:
+        raise TrainingError(
+            f"with a teacher the student copies the teacher's architecture; --model_config_name_or_path may only set "
+            f"{list(allowed)}, got {other}"
+        )
+    try:
+        return student_cls.from_teacher(teacher, **user_config)
+    except (TypeError, ValueError) as err:
+        raise TrainingError(f"cannot build a {student_cls.__name__} from the teacher: {err}") from None
+
+
+def check_teacher_matches_data(teacher, data):
+    config = teacher.config
+    if data.kind == "image":
+        if "in_channels" not in config:
+            raise TrainingError("the teacher is a vector model but the data are images")
+        size = config.sample_size if isinstance(config.sample_size, int) else tuple(config.sample_size)[0]
+        if (config.in_channels, size, size) != tuple(data.sample_shape):
+            raise TrainingError(
+                f"the teacher expects images of shape ({config.in_channels}, {size}, {size}); the data are {data.sample_shape}"
+            )
+    else:
+        if "in_channels" in config:
+            raise TrainingError("the teacher is an image model but the data are vectors")
+        if config.sample_size != data.sample_shape[0]:
+            raise TrainingError(
+                f"the teacher expects vectors of length {config.sample_size}; the data have {data.sample_shape[0]}"
+            )
+
+
+def main(args):
+    from f2d2_diffusers import F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, shortcut_f2d2_loss
+
+    user_config = common.load_model_config(args.model_config_name_or_path) if args.model_config_name_or_path else {}
+    teacher, student_cls = (None, None)
+    if args.teacher_model_name_or_path:
+        teacher, student_cls = load_teacher(args.teacher_model_name_or_path)
+    image_data = not (args.train_data_file or args.dataset in common.TOY_CHOICES)
+    if teacher is not None:
+        is_image_teacher = "in_channels" in teacher.config
+        if is_image_teacher != image_data:
+            raise TrainingError(
+                f"the teacher is {'an image' if is_image_teacher else 'a vector'} model but the data are "
+                f"{'images' if image_data else 'vectors'}"
+            )
+        geometry = common.resolve_image_geometry(args, dict(teacher.config)) if image_data else (None, None)
+    else:
+        geometry = common.resolve_image_geometry(args, user_config) if image_data else (None, None)
+    data = common.load_training_data(args, *geometry)
+    if teacher is not None:
+        check_teacher_matches_data(teacher, data)
+
+    accelerator = common.create_accelerator(args)
+    common.seed_everything(args, accelerator, device_specific=False)
+    model = build_student(args, data, teacher, student_cls, user_config)
+    common.seed_everything(args, accelerator, device_specific=True)
+    model_cls = F2D2UNet2DModel if data.kind == "image" else F2D2MLPModel
+    ema_model = common.create_ema(args, model)
+    common.register_checkpoint_hooks(accelerator, model_cls, ema_model)
+    if teacher is not None:
+        teacher.to(accelerator.device)
+
+    def loss_fn(prepared_model, batch):
+        out = shortcut_f2d2_loss(
+            prepared_model, batch, teacher=teacher,
+            # Targets come from the unwrapped model: no DDP hooks around the extra, gradient-free calls.
+            target_model=accelerator.unwrap_model(prepared_model),
+            directions=args.directions, divergence=args.divergence, num_probes=args.hutchinson_probes,
+            bootstrap_fraction=args.bootstrap_fraction, max_level=args.max_level,
+            divergence_weight=args.divergence_weight, anchor_starts_to_grid=args.anchor_starts_to_grid,
+        )
+        extra = {name: float(getattr(out, name)) for name in
+                 ("velocity_loss", "divergence_loss", "diagonal_loss", "bootstrap_loss")}
+        return out.loss, extra
+
+    result = common.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_f2d2")
+
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        with common.ema_weights(unwrapped, ema_model):
+            pipeline = F2D2Pipeline(unet=unwrapped, scheduler=F2D2Scheduler(), num_levels=data.num_levels)
+            pipeline.save_pretrained(args.output_dir)
+        write_card(args, data, result, model_cls)
+        accelerator.print(f"saved the F2D2 pipeline to {args.output_dir}")
+        if args.push_to_hub:
+            common.push_to_hub(args, f"F2D2 joint flow map, step {result.global_step}")
+    accelerator.end_training()
+
+
+def write_card(args, data, result, model_cls):
+    output_type = "pil" if data.kind == "image" else "np"
+    if data.kind == "vector":
+        score = "float vectors of shape (batch, d)"
+    else:
+        score = f"integer grey levels 0..{data.num_levels - 1}, channels-first tensors or channels-last arrays, or PIL images"
+    dequantize = ", dequantize=False" if data.kind == "vector" else ""
+    usage = f'''
+import torch
+from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2Pipeline
+
+pipe = F2D2Pipeline.from_pretrained("{args.output_dir}")
+out = pipe(batch_size=8, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="{output_type}")
+out.images, out.log_prob, out.bits_per_dim  # samples and their log-density from the same 2 network calls
+
+likelihood = F2D2LikelihoodPipeline.from_pretrained("{args.output_dir}")
+# score data ({score}) in a few network calls:
+# likelihood(data, num_inference_steps=2{dequantize}).bits_per_dim
+'''
+    teacher = args.teacher_model_name_or_path
+    common.write_model_card(
+        args.output_dir,
+        title=f"F2D2 joint flow map ({model_cls.__name__})",
+        summary=(
+            "A joint flow map distilled with Shortcut-F2D2: one network gives the average velocity `u(x, sigma, h)` "
+            "and the average divergence `D(x, sigma, h)` over a signed step `h = sigma_end - sigma`, so a few steps "
+            "both sample (`h < 0`) and give log-likelihoods (`h > 0`): `log p_(sigma+h)(x + h u) = log p_sigma(x) - h D`."
+        ),
+        data=data, result=result, command=common.training_command("train_f2d2.py"), usage=usage,
+        extra_tags=["few-step", "likelihood", "f2d2"],
+        details=[
+            f"Teacher: {teacher if teacher else 'none (self-distillation from scratch)'}.",
+            f"Objective: {args.objective}; directions: {args.directions} "
+            f"({'sampling and likelihood steps' if args.directions == 'both' else 'sampling steps only'}); "
+            f"divergence targets: {args.divergence} (Hutchinson probes: {args.hutchinson_probes}); "
+            f"bootstrap fraction {args.bootstrap_fraction}, dyadic steps down to 2^-{args.max_level}"
+            f"{', starts anchored to the grid' if args.anchor_starts_to_grid else ''}.",
+            f"EMA weights: {'yes' if args.use_ema else 'no'}.",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    common.run_main(main, parse_args())

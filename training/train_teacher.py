@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Train a flow-matching teacher ``v(x, sigma)`` with Accelerate.
+
+Images: a plain diffusers ``UNet2DModel``; vectors: ``f2d2_diffusers.FlowMatchingMLPModel``. Objective
+``f2d2_diffusers.flow_matching_loss``: ``|| v(x_sigma, sigma) - (eps - x_data) ||^2`` with ``sigma = 0`` data,
+``sigma = 1`` noise and ``timestep = 1000 * sigma`` (diffusers' flow-matching convention).
+
+The output folder holds ``unet/`` (the model, EMA weights with ``--use_ema``) and ``scheduler/`` (diffusers'
+``FlowMatchEulerDiscreteScheduler``), so diffusers alone can sample an image teacher, and
+``train_f2d2.py --teacher_model_name_or_path OUTPUT_DIR`` distils it.
+
+Example (CPU, a minute or two)::
+
+    accelerate launch training/train_teacher.py --dataset checkerboard --output_dir teacher-checkerboard \\
+        --train_batch_size 256 --max_train_steps 2000 --learning_rate 1e-3 --lr_warmup_steps 100
+
+Several processes: ``accelerate launch --multi_gpu --num_processes 2 ...`` (on a machine without GPU the processes
+join one gloo group; set ``OMP_NUM_THREADS`` so that processes x threads does not exceed the cores). Resume with
+``--resume_from_checkpoint latest``.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = common.build_parser(
+        "Train a flow-matching teacher (UNet2DModel for images, FlowMatchingMLPModel for vectors).", "f2d2-teacher"
+    )
+    return common.parse_args(parser, argv)
+
+
+def main(args):
+    from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+
+    from f2d2_diffusers import FlowMatchingMLPModel, flow_matching_loss
+
+    user_config = common.load_model_config(args.model_config_name_or_path) if args.model_config_name_or_path else {}
+    image_data = not (args.train_data_file or args.dataset in common.TOY_CHOICES)
+    if image_data:
+        channels, resolution = common.resolve_image_geometry(args, user_config)
+        data = common.load_training_data(args, channels, resolution)
+        model_cls, config = UNet2DModel, common.image_model_config(user_config, data)
+    else:
+        data = common.load_training_data(args)
+        model_cls, config = FlowMatchingMLPModel, common.vector_model_config(user_config, data)
+
+    accelerator = common.create_accelerator(args)
+    # The same seed on every process: identical initial weights, then per-process training noise.
+    common.seed_everything(args, accelerator, device_specific=False)
+    model = common.build_model(model_cls, config)
+    common.seed_everything(args, accelerator, device_specific=True)
+    ema_model = common.create_ema(args, model)
+    common.register_checkpoint_hooks(accelerator, model_cls, ema_model)
+
+    def loss_fn(prepared_model, batch):
+        return flow_matching_loss(prepared_model, batch), {}
+
+    result = common.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_teacher")
+
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        with common.ema_weights(unwrapped, ema_model):
+            unwrapped.save_pretrained(os.path.join(args.output_dir, "unet"))
+        FlowMatchEulerDiscreteScheduler().save_pretrained(os.path.join(args.output_dir, "scheduler"))
+        write_card(args, data, result, model_cls)
+        accelerator.print(f"saved the teacher to {args.output_dir} (unet/, scheduler/)")
+        if args.push_to_hub:
+            common.push_to_hub(args, f"flow-matching teacher, step {result.global_step}")
+    accelerator.end_training()
+
+
+def write_card(args, data, result, model_cls):
+    if data.kind == "image":
+        c, h, w = data.sample_shape
+        usage = f'''
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+
+unet = UNet2DModel.from_pretrained("{args.output_dir}", subfolder="unet")
+scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained("{args.output_dir}", subfolder="scheduler")
+scheduler.set_timesteps(50)
+x = torch.randn(4, {c}, {h}, {w}, generator=torch.Generator().manual_seed(0))
+with torch.no_grad():
+    for t in scheduler.timesteps:  # float tensors, 1000 * sigma
+        x = scheduler.step(unet(x, t).sample, t, x).prev_sample
+images = (x.clamp(-1, 1) + 1) / 2  # in [0, 1]
+'''
+    else:
+        usage = f'''
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from f2d2_diffusers import FlowMatchingMLPModel
+
+model = FlowMatchingMLPModel.from_pretrained("{args.output_dir}", subfolder="unet")
+scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained("{args.output_dir}", subfolder="scheduler")
+scheduler.set_timesteps(100)
+x = torch.randn(1000, {data.sample_shape[0]})
+with torch.no_grad():
+    for t in scheduler.timesteps:
+        x = scheduler.step(model(x, t).sample, t, x).prev_sample
+'''
+    usage += f'''
+# Distil it into a few-step joint flow map (sampling + log-likelihood):
+# accelerate launch training/train_f2d2.py --teacher_model_name_or_path {args.output_dir} ...
+'''
+    common.write_model_card(
+        args.output_dir,
+        title=f"Flow-matching teacher ({model_cls.__name__})",
+        summary=(
+            f"A `{model_cls.__name__}` velocity field `v(x, sigma) = dx/dsigma` trained by flow matching "
+            "(target `eps - x_data`), with a `FlowMatchEulerDiscreteScheduler` to sample it. It is the teacher of "
+            "an F2D2 joint flow map (`train_f2d2.py`)."
+        ),
+        data=data, result=result, command=common.training_command("train_teacher.py"), usage=usage,
+        details=[f"EMA weights: {'yes' if args.use_ema else 'no'}."],
+    )
+
+
+if __name__ == "__main__":
+    common.run_main(main, parse_args())
