@@ -63,6 +63,8 @@ def parse_args(argv=None):
                       help="Fraction of each batch trained on dyadic steps (the rest on the tangent, h = 0).")
     f2d2.add_argument("--max_level", type=int, default=6, help="Smallest dyadic step is 2^-max_level.")
     f2d2.add_argument("--divergence_weight", type=float, default=1.0, help="Weight of the divergence term.")
+    f2d2.add_argument("--teacher_finest_level", action="store_true",
+                      help="Take the finest level's two half steps with the teacher (needs a teacher).")
     f2d2.add_argument("--anchor_starts_to_grid", action="store_true",
                       help="Draw bootstrap start times on multiples of |h| (the points few-step grids visit).")
     args = common.parse_args(parser, argv)
@@ -70,6 +72,8 @@ def parse_args(argv=None):
         parser.error(f"--hutchinson_probes must be >= 1, got {args.hutchinson_probes}")
     if not 0.0 <= args.bootstrap_fraction < 1.0:
         parser.error(f"--bootstrap_fraction must lie in [0, 1), got {args.bootstrap_fraction}")
+    if args.teacher_finest_level and not args.teacher_model_name_or_path:
+        parser.error("--teacher_finest_level needs --teacher_model_name_or_path")
     if args.max_level < 0:
         parser.error(f"--max_level must be >= 0, got {args.max_level}")
     if args.divergence_weight < 0:
@@ -209,6 +213,7 @@ def main(args):
             directions=args.directions, divergence=args.divergence, num_probes=args.hutchinson_probes,
             bootstrap_fraction=args.bootstrap_fraction, max_level=args.max_level,
             divergence_weight=args.divergence_weight, anchor_starts_to_grid=args.anchor_starts_to_grid,
+            teacher_finest_level=args.teacher_finest_level,
         )
         extra = {name: float(getattr(out, name)) for name in
                  ("velocity_loss", "divergence_loss", "diagonal_loss", "bootstrap_loss")}

@@ -36,6 +36,18 @@ def _velocity_and_divergence(fn, sample, method, num_probes, generator):
     return hutchinson_divergence(fn, sample, num_probes=num_probes, generator=generator)
 
 
+def _teacher_two_half_steps(teacher, x, sigma, h, method, num_probes, generator):
+    """Average velocity and divergence over ``[sigma, sigma + h]`` from two Euler half steps of the teacher."""
+
+    def field_at(s):
+        return lambda z: evaluate_velocity(teacher, z, s)
+
+    v_start, div_start = _velocity_and_divergence(field_at(sigma), x, method, num_probes, generator)
+    x_mid = x + (h / 2).reshape(-1, *([1] * (x.ndim - 1))) * v_start
+    v_mid, div_mid = _velocity_and_divergence(field_at(sigma + h / 2), x_mid, method, num_probes, generator)
+    return (v_start + v_mid) / 2, (div_start + div_mid) / 2
+
+
 def shortcut_f2d2_loss(
     model,
     batch: torch.Tensor,
@@ -49,6 +61,7 @@ def shortcut_f2d2_loss(
     max_level: int = 6,
     divergence_weight: float = 1.0,
     anchor_starts_to_grid: bool = False,
+    teacher_finest_level: bool = False,
 ) -> ShortcutF2D2LossOutput:
     r"""
     Shortcut-F2D2 loss on a batch of model-space data.
@@ -67,7 +80,12 @@ def shortcut_f2d2_loss(
         divergence: ``"exact"``, ``"hutchinson"`` (``num_probes`` Rademacher probes) or ``"auto"`` (exact for
             ``d <= 256``).
         anchor_starts_to_grid: draw bootstrap starts on multiples of ``|h|``, the points few-step grids visit.
+        teacher_finest_level: at the finest level (``|h| = 2^-max_level``) take the two half steps with the teacher's
+            velocity and divergence (Euler) instead of the map's own ``h/2`` steps, which are never trained
+            directly; this anchors the recursion of the coarser levels to the teacher.
     """
+    if teacher_finest_level and teacher is None:
+        raise ValueError("teacher_finest_level needs a teacher")
     if directions not in DIRECTIONS:
         raise ValueError(f"directions must be one of {DIRECTIONS}, got {directions!r}")
     if divergence not in ("auto", "exact", "hutchinson"):
@@ -127,6 +145,11 @@ def shortcut_f2d2_loss(
         second = evaluate_flow_map(target_model, x_mid, sigma_b + h_b / 2, h_b / 2)
         u_target_b = (first.sample + second.sample) / 2
         div_target_b = (first.divergence + second.divergence) / 2
+        finest = levels == max_level
+        if teacher_finest_level and finest.any():
+            u_target_b[finest], div_target_b[finest] = _teacher_two_half_steps(
+                teacher, x_b[finest], sigma_b[finest], h_b[finest], divergence, num_probes, generator
+            )
 
     # One forward pass of the student over both parts.
     prediction = evaluate_flow_map(
