@@ -64,7 +64,7 @@ def parse_args(argv=None):
     f2d2.add_argument("--max_level", type=int, default=6, help="Smallest dyadic step is 2^-max_level.")
     f2d2.add_argument("--divergence_weight", type=float, default=1.0, help="Weight of the divergence term.")
     f2d2.add_argument("--teacher_finest_level", action="store_true",
-                      help="Take the finest level's two half steps with the teacher (needs a teacher).")
+                      help="Targets of the finest level from one midpoint step of the teacher (needs a teacher).")
     f2d2.add_argument("--anchor_starts_to_grid", action="store_true",
                       help="Draw bootstrap start times on multiples of |h| (the points few-step grids visit).")
     args = common.parse_args(parser, argv)

@@ -36,16 +36,16 @@ def _velocity_and_divergence(fn, sample, method, num_probes, generator):
     return hutchinson_divergence(fn, sample, num_probes=num_probes, generator=generator)
 
 
-def _teacher_two_half_steps(teacher, x, sigma, h, method, num_probes, generator):
-    """Average velocity and divergence over ``[sigma, sigma + h]`` from two Euler half steps of the teacher."""
+def _teacher_midpoint_step(teacher, x, sigma, h, method, num_probes, generator):
+    """Average velocity and divergence over ``[sigma, sigma + h]`` by the teacher's explicit midpoint rule.
 
-    def field_at(s):
-        return lambda z: evaluate_velocity(teacher, z, s)
-
-    v_start, div_start = _velocity_and_divergence(field_at(sigma), x, method, num_probes, generator)
+    Second-order accurate, and it needs the divergence at the midpoint only.
+    """
+    v_start = evaluate_velocity(teacher, x, sigma)
     x_mid = x + (h / 2).reshape(-1, *([1] * (x.ndim - 1))) * v_start
-    v_mid, div_mid = _velocity_and_divergence(field_at(sigma + h / 2), x_mid, method, num_probes, generator)
-    return (v_start + v_mid) / 2, (div_start + div_mid) / 2
+    return _velocity_and_divergence(
+        lambda z: evaluate_velocity(teacher, z, sigma + h / 2), x_mid, method, num_probes, generator
+    )
 
 
 def shortcut_f2d2_loss(
@@ -80,9 +80,10 @@ def shortcut_f2d2_loss(
         divergence: ``"exact"``, ``"hutchinson"`` (``num_probes`` Rademacher probes) or ``"auto"`` (exact for
             ``d <= 256``).
         anchor_starts_to_grid: draw bootstrap starts on multiples of ``|h|``, the points few-step grids visit.
-        teacher_finest_level: at the finest level (``|h| = 2^-max_level``) take the two half steps with the teacher's
-            velocity and divergence (Euler) instead of the map's own ``h/2`` steps, which are never trained
-            directly; this anchors the recursion of the coarser levels to the teacher.
+        teacher_finest_level: at the finest level (``|h| = 2^-max_level``) take the targets from one explicit
+            midpoint step of the teacher (velocity and divergence at the midpoint) instead of the map's own ``h/2``
+            steps, which are never trained directly; this anchors the recursion of the coarser levels to the
+            teacher, also at ``sigma = 0`` where the tangent is never sampled.
     """
     if teacher_finest_level and teacher is None:
         raise ValueError("teacher_finest_level needs a teacher")
@@ -147,7 +148,7 @@ def shortcut_f2d2_loss(
         div_target_b = (first.divergence + second.divergence) / 2
         finest = levels == max_level
         if teacher_finest_level and finest.any():
-            u_target_b[finest], div_target_b[finest] = _teacher_two_half_steps(
+            u_target_b[finest], div_target_b[finest] = _teacher_midpoint_step(
                 teacher, x_b[finest], sigma_b[finest], h_b[finest], divergence, num_probes, generator
             )
 

@@ -96,11 +96,11 @@ def test_bad_options_are_rejected(tiny_f2d2_mlp):
 def test_teacher_finest_level_anchors_the_smallest_steps_to_the_teacher(gaussian_batch):
     params, teacher, batch = gaussian_batch
     kwargs = dict(generator=torch.Generator().manual_seed(0), bootstrap_fraction=0.5, max_level=0)
-    # max_level=0: every bootstrap sample is at the finest level, h = +-1, so targets are two teacher Euler half
-    # steps, far from the exact map's average over a whole unit step: the loss must be clearly positive.
+    # max_level=0: every bootstrap sample is at the finest level, h = +-1, so targets are one teacher midpoint
+    # step, far from the exact map's average over a whole unit step: the loss must be clearly positive.
     anchored = shortcut_f2d2_loss(GaussianFlowMap(**params), batch, teacher=teacher, teacher_finest_level=True, **kwargs)
     assert anchored.bootstrap_loss > 1e-3
-    # With tiny finest steps, two Euler half steps of the teacher match the exact map closely.
+    # With tiny finest steps, the teacher's midpoint step matches the exact map closely.
     fine = shortcut_f2d2_loss(
         GaussianFlowMap(**params), batch, teacher=teacher, teacher_finest_level=True,
         generator=torch.Generator().manual_seed(0), bootstrap_fraction=0.5, max_level=10,
