@@ -6,7 +6,6 @@ from typing import List, Optional, Union
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline  # noqa: F401
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor

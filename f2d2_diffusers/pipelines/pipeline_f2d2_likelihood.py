@@ -6,7 +6,6 @@ from typing import List, Optional, Union
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline  # noqa: F401
 from diffusers.utils import BaseOutput
 
 from ..dequantization import bits_per_dim, dequantize, levels_to_model_space, standard_normal_log_prob
