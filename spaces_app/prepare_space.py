@@ -1,0 +1,67 @@
+"""Assemble a folder ready to push as a Hugging Face Space.
+
+    python spaces_app/prepare_space.py /tmp/f2d2-space
+    huggingface-cli upload <user>/<space> /tmp/f2d2-space . --repo-type space   # (or git push; weights go to LFS/Xet)
+
+The folder gets ``app.py``, ``README.md`` (with the Space front matter), ``requirements.txt``, a copy of the
+``f2d2_diffusers`` package (not on PyPI yet) and the final weights of the shipped checkpoints that exist
+(``model_index.json``, ``unet/``, ``scheduler/``, ``README.md``; no ``checkpoint-*`` training states, no logs),
+plus the Explain tab's benchmark plots where they exist. The app finds all of them next to ``app.py``.
+"""
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent
+REPO_ROOT = APP_DIR.parent
+SPACE_FILES = ("app.py", "README.md", "requirements.txt")
+CHECKPOINTS = ("f2d2-digits", "fm-digits", "f2d2-checkerboard", "fm-checkerboard")
+CHECKPOINT_PARTS = ("model_index.json", "README.md", "unet", "scheduler")
+EXPLAIN_PLOTS = ("benchmarks/results/calibration_digits.png", "outputs/quickstart/bits_per_dim_vs_steps.png")
+
+
+def prepare(out: Path, checkpoints=CHECKPOINTS, checkpoint_root: Path = REPO_ROOT / "checkpoints") -> list:
+    """Write the Space into ``out`` (created; must be empty or absent). Returns the checkpoints copied."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty; give a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SPACE_FILES:
+        shutil.copy2(APP_DIR / name, out / name)
+    shutil.copytree(
+        REPO_ROOT / "f2d2_diffusers", out / "f2d2_diffusers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    for relative in EXPLAIN_PLOTS:  # the Explain tab's plots, where the benchmarks have written them
+        if (REPO_ROOT / relative).is_file():
+            (out / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / relative, out / relative)
+    copied = []
+    for name in checkpoints:
+        source = Path(checkpoint_root) / name
+        if not (source / "unet").is_dir():
+            print(f"skipping {name}: no trained weights at {source}", file=sys.stderr)
+            continue
+        for part in CHECKPOINT_PARTS:
+            path = source / part
+            if path.is_dir():
+                shutil.copytree(path, out / "checkpoints" / name / part)
+            elif path.is_file():
+                (out / "checkpoints" / name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, out / "checkpoints" / name / part)
+        copied.append(name)
+    return copied
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="new or empty folder to write the Space into")
+    parser.add_argument("--checkpoints", nargs="*", default=list(CHECKPOINTS), help="checkpoint folders to include")
+    args = parser.parse_args(argv)
+    copied = prepare(args.out, args.checkpoints)
+    print(f"Space written to {args.out} with checkpoints: {', '.join(copied) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Fixtures for the Space tests: the app module, tiny models in its registry, and a live server."""
+
+import os
+
+import pytest
+import torch
+from space_helpers import ARTIFACTS, load_app_module, tiny_registry
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread for these tests: tiny models gain nothing from two, and on a busy 2-core machine OpenMP's
+    busy-waiting made every small network call ~0.5 s with two. Restored after each module for the rest of the suite."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def app():
+    pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[demo]'")
+    pytest.importorskip("matplotlib", reason="the demo's 2-D plots need matplotlib")
+    return load_app_module()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def digit_png(tmp_path_factory):
+    """A test-split scikit-learn digit as a 96x96 dark-on-light PNG (so the app must invert and resize it)."""
+    import numpy as np
+    import PIL.Image
+
+    from f2d2_diffusers.data import load_digits_levels
+
+    levels = load_digits_levels("test")[0, 0].numpy().astype(np.float64)
+    image = PIL.Image.fromarray((255 - levels * 255 / 16).round().astype(np.uint8), mode="L")
+    path = tmp_path_factory.mktemp("inputs") / "digit.png"
+    image.resize((96, 96), PIL.Image.Resampling.NEAREST).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(app, tmp_path_factory, one_torch_thread):
+    """The app with tiny models, served on 127.0.0.1 for one test module; yields its URL."""
+    registry = tiny_registry(app, tmp_path_factory.mktemp("registry"))
+    demo = app.build_demo(registry)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()

@@ -1,0 +1,97 @@
+"""Helpers for the Space tests: load spaces_app/app.py, and tiny random-weight models for its registry."""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+APP_PATH = Path(__file__).resolve().parents[2] / "spaces_app" / "app.py"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "outputs" / "test-artifacts"
+
+DIGITS = "tiny digits"
+POINTS = "tiny 2-D"
+NO_TEACHER = "tiny 2-D, no teacher"
+MISSING = "missing checkpoint"
+
+TINY_UNET = dict(
+    sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+    down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), add_attention=False,
+)
+TINY_MLP = dict(sample_size=2, hidden_dim=32, num_layers=2)
+#: A cheap fixed-step reference keeps the tests fast; the app's default is dopri5 at 1e-5.
+FAST_REFERENCE = dict(method="euler", num_steps=2)
+
+
+def load_app_module():
+    """spaces_app/app.py as a module (it is a script folder, not a package), without building its default demo."""
+    if "f2d2_space_app" in sys.modules:
+        return sys.modules["f2d2_space_app"]
+    os.environ["F2D2_SPACE_NO_DEMO"] = "1"
+    try:
+        spec = importlib.util.spec_from_file_location("f2d2_space_app", APP_PATH)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["f2d2_space_app"] = module
+        spec.loader.exec_module(module)
+    finally:
+        os.environ.pop("F2D2_SPACE_NO_DEMO", None)
+    return module
+
+
+def _randomise_heads(model, seed):
+    """The step embedding and divergence head start at zero; random values make them matter."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("step_embedding.linear_2", "divergence_out")):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def tiny_digits_pipeline():
+    from f2d2_diffusers import F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel
+
+    torch.manual_seed(0)
+    unet = _randomise_heads(F2D2UNet2DModel(**TINY_UNET), 0).eval()
+    return F2D2Pipeline(unet=unet, scheduler=F2D2Scheduler(), num_levels=17)
+
+
+def tiny_digits_teacher():
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(1)
+    return UNet2DModel(**TINY_UNET).eval()
+
+
+def tiny_points_pipeline():
+    from f2d2_diffusers import F2D2MLPModel, F2D2Pipeline, F2D2Scheduler
+
+    torch.manual_seed(2)
+    unet = _randomise_heads(F2D2MLPModel(**TINY_MLP), 2).eval()
+    return F2D2Pipeline(unet=unet, scheduler=F2D2Scheduler(), num_levels=None)
+
+
+def tiny_points_teacher():
+    from f2d2_diffusers import FlowMatchingMLPModel
+
+    torch.manual_seed(3)
+    return FlowMatchingMLPModel(**TINY_MLP).eval()
+
+
+def tiny_registry(app, tmp_path, reference_options=FAST_REFERENCE):
+    ModelSpec = app.ModelSpec
+    return app.ModelRegistry(
+        [
+            ModelSpec(DIGITS, pipeline_factory=tiny_digits_pipeline, teacher_factory=tiny_digits_teacher,
+                      reference_options=dict(reference_options)),
+            ModelSpec(POINTS, pipeline_factory=tiny_points_pipeline, teacher_factory=tiny_points_teacher,
+                      reference_options=dict(reference_options)),
+            ModelSpec(NO_TEACHER, pipeline_factory=tiny_points_pipeline),
+            ModelSpec(MISSING, source=str(tmp_path / "no-such-checkpoint"), teacher_source=str(tmp_path / "no-teacher"),
+                      missing_hint="Train it first."),
+        ]
+    )
