@@ -13,9 +13,13 @@ Writes ``<output_dir>/calibration_<dataset>.json`` and ``calibration_<dataset>.p
 import argparse
 import json
 import os
+import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import REPO_ROOT, load_test_data, require_folders  # noqa: E402
 
 GRIDS = (1, 2, 4, 8)
 
@@ -32,51 +36,23 @@ def parse_args(argv=None):
     p.add_argument("--atol", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0, help="seed of the dequantisation noise (the same for both sides)")
     p.add_argument("--output_dir", default="benchmarks/results")
+    p.add_argument("--update_card", action="store_true",
+                   help="also write the table into the student's model card (README.md, calibration section)")
     return p.parse_args(argv)
-
-
-def load_test_data(dataset, num_samples, seed):
-    """Model-space test data and its grey levels (None for continuous data)."""
-    from f2d2_diffusers import dequantize
-    from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels, load_toy
-
-    if dataset == "digits":
-        levels = load_digits_levels("test")
-        levels = levels[:num_samples] if num_samples else levels
-        return dequantize(levels, DIGITS_NUM_LEVELS, generator=torch.Generator().manual_seed(seed)), DIGITS_NUM_LEVELS
-    return load_toy(dataset, "test", num_samples or 2000), None
-
-
-def load_teacher(path):
-    from diffusers import UNet2DModel
-
-    from f2d2_diffusers import FlowMatchingMLPModel
-
-    with open(os.path.join(path, "unet", "config.json")) as f:
-        class_name = json.load(f).get("_class_name")
-    cls = {"UNet2DModel": UNet2DModel, "FlowMatchingMLPModel": FlowMatchingMLPModel}.get(class_name)
-    if cls is None:
-        raise SystemExit(f"error: {path}/unet holds a {class_name}, not a UNet2DModel or FlowMatchingMLPModel teacher")
-    return cls.from_pretrained(path, subfolder="unet").eval()
 
 
 def main(args):
     from f2d2_diffusers import (
         F2D2LikelihoodPipeline,
         ReferenceLikelihoodOutput,
-        bits_per_dim,
-        reference_log_likelihood,
+        likelihood_calibration,
+        load_teacher,
         segment_calibration,
     )
 
-    for path in (args.student, args.teacher):
-        if not os.path.isdir(path):
-            raise SystemExit(f"error: no checkpoint folder at {path}")
+    require_folders(args.student, args.teacher)
     os.makedirs(args.output_dir, exist_ok=True)
     data, num_levels = load_test_data(args.dataset, args.num_samples, args.seed)
-    num_dims = data[0].numel()
-    # Errors in bits/dim for discrete data, in nats per sample for continuous data.
-    unit = "bits/dim" if num_levels else "nats"
 
     teacher = load_teacher(args.teacher)
     pipe = F2D2LikelihoodPipeline.from_pretrained(args.student)
@@ -84,30 +60,15 @@ def main(args):
     student = pipe.unet.eval()
 
     sigmas = [k / max(GRIDS) for k in range(max(GRIDS) + 1)]
-    start = time.perf_counter()
-    reference = reference_log_likelihood(
-        teacher, data, divergence=args.divergence, num_probes=args.hutchinson_probes, rtol=args.rtol, atol=args.atol,
-        num_levels=num_levels, generator=torch.Generator().manual_seed(args.seed), sigmas=sigmas, show_progress=True,
+    calibration = likelihood_calibration(
+        pipe, teacher, data, num_levels, steps=GRIDS, divergence=args.divergence, num_probes=args.hutchinson_probes,
+        rtol=args.rtol, atol=args.atol, generator=torch.Generator().manual_seed(args.seed), sigmas=sigmas,
+        show_progress=True,
     )
-    reference_seconds = time.perf_counter() - start
-
-    def score(log_prob):
-        """Per-sample score in the report's unit: bits/dim on the grey-level scale, or NLL in nats."""
-        return bits_per_dim(log_prob, num_dims, num_levels) if num_levels else -log_prob
-
-    ref_score = score(reference.log_prob.float())
-    rows = [dict(method="teacher dopri5", evaluation="reference", steps=None, nfe=reference.nfe,
-                 value=ref_score.mean().item(), error=0.0, abs_error=0.0, seconds=reference_seconds)]
+    reference, unit = calibration.reference, calibration.unit
+    rows = [dict(method="teacher dopri5" if r["evaluation"] == "reference" else "F2D2", **r) for r in calibration.rows]
+    reference_seconds = rows[0]["seconds"]
     segments = {}
-    for evaluation in ("bidirectional", "paper"):
-        for steps in GRIDS:
-            start = time.perf_counter()
-            out = pipe(data, num_inference_steps=steps, dequantize=False, evaluation=evaluation)
-            seconds = time.perf_counter() - start
-            diff = score(out.log_prob.float()) - ref_score
-            rows.append(dict(method="F2D2", evaluation=evaluation, steps=steps, nfe=out.nfe,
-                             value=score(out.log_prob.float()).mean().item(), error=diff.mean().item(),
-                             abs_error=diff.abs().mean().item(), seconds=seconds))
     for steps in GRIDS:
         idx = [round(k * max(GRIDS) / steps) for k in range(steps + 1)]
         sub = ReferenceLikelihoodOutput(log_prob=reference.log_prob, bits_per_dim=reference.bits_per_dim,
@@ -160,6 +121,18 @@ def main(args):
     fig.tight_layout()
     fig.savefig(os.path.join(args.output_dir, name + ".png"), dpi=110)
     print(f"wrote {args.output_dir}/{name}.json and .png")
+    if args.update_card:
+        sys.path.insert(0, os.path.join(REPO_ROOT, "training"))
+        from model_card import calibration_markdown, update_calibration
+
+        probes = "exact divergence" if args.divergence == "exact" else f"Hutchinson, {args.hutchinson_probes} probes"
+        where = "digits test images (images 1500 on)" if args.dataset == "digits" else f"'{args.dataset}' test points"
+        description = (
+            f"Measured by `benchmarks/calibration.py` on {len(data)} {where}, one dequantisation draw (seed {args.seed}) "
+            f"shared by all rows. Reference: the teacher's likelihood ODE, dopri5 (rtol = {args.rtol}, atol = {args.atol}), "
+            f"{probes}, {reference.nfe} network calls. Per-segment errors: `benchmarks/results/{name}.json`."
+        )
+        print(f"updated the calibration section of {update_calibration(args.student, calibration_markdown(rows, unit, description))}")
 
 
 if __name__ == "__main__":

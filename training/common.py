@@ -19,6 +19,7 @@ import re
 import shlex
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -501,6 +502,28 @@ def load_training_data(args, channels: Optional[int] = None, resolution: Optiona
     return TrainingData(dataset, "image", (channels, resolution, resolution), num_levels, description, card_datasets)
 
 
+def calibration_data(args, data: TrainingData, num_samples: int, seed: int = 0) -> Tuple[torch.Tensor, str]:
+    """Up to ``num_samples`` model-space points to calibrate on, and what they are.
+
+    Embedded data sets have test splits (digits: images 1500 on; toys: the test seed); other data have none here, so
+    the first training examples are used, dequantised with a seeded draw.
+    """
+    from f2d2_diffusers import dequantize
+    from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels, load_toy
+
+    generator = torch.Generator().manual_seed(seed)
+    if args.dataset == "digits":
+        levels = load_digits_levels("test")[:num_samples]
+        return dequantize(levels, DIGITS_NUM_LEVELS, generator), "digits test images (images 1500 on)"
+    if args.dataset in TOY_CHOICES:
+        return load_toy(args.dataset, "test", num_samples), f"'{args.dataset}' test points (fresh seed)"
+    count = min(num_samples, len(data.dataset))
+    batch = torch.stack([torch.as_tensor(data.dataset[i]) for i in range(count)])
+    if data.kind == "image":
+        return dequantize(batch, data.num_levels, generator), "training images (this data has no held-out split here)"
+    return batch.float(), "training vectors (this data has no held-out split here)"
+
+
 def _load_hub_dataset(args):
     import datasets
 
@@ -700,6 +723,9 @@ class TrainingResult:
     global_step: int
     last_logs: Dict[str, float]
     batch_description: str = ""
+    #: Wall time of this run's training loop (a resumed run counts from its resume).
+    seconds: float = 0.0
+    device_description: str = ""
 
 
 def train(
@@ -781,6 +807,7 @@ def train(
         os.makedirs(os.path.join(args.output_dir, "logs"), exist_ok=True)
         log_file = open(os.path.join(args.output_dir, "logs", "train_log.jsonl"), "a")
 
+    start_time = time.perf_counter()
     progress_bar = tqdm(range(max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process,
                         desc="Steps")
     logs: Dict[str, float] = {}
@@ -811,7 +838,7 @@ def train(
                     progress_bar.update(1)
                     global_step += 1
                     logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0], "step": global_step,
-                            "epoch": epoch, **extra}
+                            "epoch": epoch, "elapsed_seconds": round(time.perf_counter() - start_time, 2), **extra}
                     if ema_model is not None:
                         logs["ema_decay"] = ema_model.cur_decay_value
                     progress_bar.set_postfix(loss=f"{logs['loss']:.4g}", lr=f"{logs['lr']:.2g}")
@@ -832,7 +859,12 @@ def train(
         f"{args.train_batch_size} per process x {accelerator.num_processes} process(es) x "
         f"{args.gradient_accumulation_steps} accumulation step(s) = {total_batch_size}"
     )
-    return TrainingResult(global_step=global_step, last_logs=logs, batch_description=batch_description)
+    device = accelerator.device.type
+    device_description = f"{accelerator.num_processes} process(es) on {device}" + (
+        f", {torch.get_num_threads()} CPU thread(s) each" if device == "cpu" else ""
+    )
+    return TrainingResult(global_step=global_step, last_logs=logs, batch_description=batch_description,
+                          seconds=time.perf_counter() - start_time, device_description=device_description)
 
 
 class ema_weights:
@@ -857,63 +889,14 @@ class ema_weights:
 # Model card and Hub
 # --------------------------------------------------------------------------------------------------------------
 
-TIME_CONVENTION = (
-    "diffusers' flow-matching convention: `sigma = 0` is data, `sigma = 1` is noise, "
-    "`x_sigma = (1 - sigma) * x_data + sigma * eps`, and the model receives `timestep = 1000 * sigma` "
-    "(the velocity is `dx/dsigma`, so sampling integrates from `sigma = 1` down to `sigma = 0`)."
-)
-
-
-def write_model_card(
-    output_dir: str, *, title: str, summary: str, data: TrainingData, result: TrainingResult, command: str,
-    usage: str, extra_tags: Sequence[str] = (), details: Sequence[str] = (),
-) -> str:
-    """A short README.md model card: YAML front matter, data, steps, time convention, usage and the command."""
-    is_image = data.kind == "image"
-    tags = ["diffusers", "diffusers-training", "pytorch", "flow-matching", *extra_tags]
-    if is_image:
-        tags.insert(2, "unconditional-image-generation")
-    front = ["---", "library_name: diffusers", "license: apache-2.0"]
-    if is_image:
-        front.append("pipeline_tag: unconditional-image-generation")
-    front.append("tags:")
-    front += [f"- {t}" for t in tags]
-    if data.card_datasets:
-        front.append("datasets:")
-        front += [f"- {d}" for d in data.card_datasets]
-    front.append("---")
-    loss = result.last_logs.get("loss")
-    lines = [
-        *front, "", f"# {title}", "", summary, "",
-        "## Training", "",
-        f"- Data: {data.description}.",
-        f"- Sample shape: `{tuple(data.sample_shape)}`"
-        + (f"; images in [-1, 1], uniformly dequantised with {data.num_levels} grey levels." if is_image
-           else "; continuous vectors, used as given."),
-        f"- Optimisation steps: {result.global_step}" + (f" (final training loss {loss:.4g})." if loss is not None else "."),
-        *([f"- Batch size: {result.batch_description}."] if result.batch_description else []),
-        *[f"- {d}" for d in details],
-        f"- Time convention: {TIME_CONVENTION}",
-        "", "Training command:", "", "```bash", command, "```",
-        "", "## Usage", "", "```python", usage.strip(), "```", "",
-    ]
-    path = os.path.join(output_dir, "README.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    return path
-
-
 def push_to_hub(args, commit_message: str) -> None:
     """Upload ``output_dir`` (without checkpoints and logs) to ``--hub_model_id``; only called with ``--push_to_hub``."""
-    from huggingface_hub import create_repo, upload_folder
+    from f2d2_diffusers.hub import push_checkpoint
 
     repo_id = args.hub_model_id or Path(args.output_dir).resolve().name
     try:
-        repo_id = create_repo(repo_id, exist_ok=True, private=args.hub_private_repo, token=args.hub_token).repo_id
-        upload_folder(
-            repo_id=repo_id, folder_path=args.output_dir, commit_message=commit_message, token=args.hub_token,
-            ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "logs/*", "step_*", "epoch_*"],
-        )
+        repo_id = push_checkpoint(args.output_dir, repo_id, token=args.hub_token, private=args.hub_private_repo,
+                                  commit_message=commit_message)
     except Exception as err:  # noqa: BLE001  (network, auth: report, the trained model stays on disk)
         raise TrainingError(f"--push_to_hub: upload to {repo_id} failed ({type(err).__name__}: {err}); "
                             f"the model is saved in {args.output_dir}") from None

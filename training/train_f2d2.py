@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 from common import TrainingError  # noqa: E402
+from model_card import calibration_markdown, hub_base_model, render_model_card  # noqa: E402
 
 OBJECTIVES = ("shortcut",)
 #: Config keys a user may set on a student warm-started from a teacher (the new layers only).
@@ -67,7 +68,13 @@ def parse_args(argv=None):
                       help="Targets of the finest level from one midpoint step of the teacher (needs a teacher).")
     f2d2.add_argument("--anchor_starts_to_grid", action="store_true",
                       help="Draw bootstrap start times on multiples of |h| (the points few-step grids visit).")
+    f2d2.add_argument("--calibration_samples", type=int, default=None,
+                      help="After training, compare 1/2/4/8-step likelihoods with the teacher's ODE (dopri5) on this many "
+                           "test points (the embedded data's test split, else the first training examples) and put the "
+                           "table in the model card. Default: 32 images or 1000 vectors; 0 skips it.")
     args = common.parse_args(parser, argv)
+    if args.calibration_samples is not None and args.calibration_samples < 0:
+        parser.error(f"--calibration_samples must be >= 0, got {args.calibration_samples}")
     if args.hutchinson_probes < 1:
         parser.error(f"--hutchinson_probes must be >= 1, got {args.hutchinson_probes}")
     if not 0.0 <= args.bootstrap_fraction < 1.0:
@@ -81,57 +88,17 @@ def parse_args(argv=None):
     return args
 
 
-def find_teacher_folder(path: str) -> Path:
-    """The folder holding the teacher's ``config.json``: ``path/unet`` (a saved pipeline/teacher) or ``path``."""
-    root = Path(path)
-    if not root.exists():
-        raise TrainingError(f"--teacher_model_name_or_path: no teacher folder at {path}")
-    if not root.is_dir():
-        raise TrainingError(f"--teacher_model_name_or_path: {path} is a file; give the folder train_teacher.py wrote")
-    for folder in (root / "unet", root):
-        if (folder / "config.json").is_file():
-            return folder
-    raise TrainingError(
-        f"--teacher_model_name_or_path: {path} holds no unet/config.json or config.json; "
-        "it is not a saved teacher (train_teacher.py writes unet/ and scheduler/)"
-    )
-
-
 def load_teacher(path: str):
     """``(teacher, student_cls)``; the teacher frozen, in eval mode, on the CPU."""
-    from diffusers import UNet2DModel
+    from f2d2_diffusers import F2D2MLPModel, F2D2UNet2DModel, load_teacher as load_teacher_model
 
-    from f2d2_diffusers import F2D2MLPModel, F2D2UNet2DModel, FlowMatchingMLPModel
-
-    folder = find_teacher_folder(path)
     try:
-        class_name = json.loads((folder / "config.json").read_text()).get("_class_name")
-    except (OSError, ValueError, AttributeError) as err:
-        raise TrainingError(f"--teacher_model_name_or_path: cannot read {folder / 'config.json'} ({err})") from None
-    kinds = {"UNet2DModel": (UNet2DModel, F2D2UNet2DModel), "FlowMatchingMLPModel": (FlowMatchingMLPModel, F2D2MLPModel)}
-    if class_name in ("F2D2UNet2DModel", "F2D2MLPModel"):
-        raise TrainingError(
-            f"--teacher_model_name_or_path: {folder} holds an F2D2 student ({class_name}), not a flow-matching teacher; "
-            "give the folder train_teacher.py wrote"
-        )
-    if class_name not in kinds:
-        raise TrainingError(
-            f"--teacher_model_name_or_path: {folder} holds a {class_name or 'model of unknown class'}; the teacher must "
-            "be a UNet2DModel (images) or an f2d2_diffusers FlowMatchingMLPModel (vectors)"
-        )
-    teacher_cls, student_cls = kinds[class_name]
-    try:
-        teacher = teacher_cls.from_pretrained(folder)
-    except Exception as err:  # noqa: BLE001  (missing or corrupt weights are the user's input)
-        raise TrainingError(
-            f"--teacher_model_name_or_path: cannot load the {class_name} in {folder} ({type(err).__name__}: {err})"
-        ) from None
-    if class_name == "UNet2DModel" and teacher.config.time_embedding_type != "positional":
-        raise TrainingError(
-            f"the teacher uses time_embedding_type={teacher.config.time_embedding_type!r}; F2D2 needs 'positional'"
-        )
-    teacher.requires_grad_(False).eval()
-    return teacher, student_cls
+        teacher = load_teacher_model(path)
+    except (OSError, ValueError) as err:
+        raise TrainingError(f"--teacher_model_name_or_path: {err}") from None
+    except Exception as err:  # noqa: BLE001  (corrupt weights are the user's input too)
+        raise TrainingError(f"--teacher_model_name_or_path: cannot load {path} ({type(err).__name__}: {err})") from None
+    return teacher, (F2D2UNet2DModel if "in_channels" in teacher.config else F2D2MLPModel)
 
 
 def build_student(args, data, teacher, student_cls, user_config):
@@ -226,14 +193,52 @@ def main(args):
         with common.ema_weights(unwrapped, ema_model):
             pipeline = F2D2Pipeline(unet=unwrapped, scheduler=F2D2Scheduler(), num_levels=data.num_levels)
             pipeline.save_pretrained(args.output_dir)
-        write_card(args, data, result, model_cls)
+            calibration = measure_calibration(args, data, pipeline, teacher)
+        write_card(args, data, result, model_cls, calibration)
         accelerator.print(f"saved the F2D2 pipeline to {args.output_dir}")
         if args.push_to_hub:
             common.push_to_hub(args, f"F2D2 joint flow map, step {result.global_step}")
     accelerator.end_training()
 
 
-def write_card(args, data, result, model_cls):
+def measure_calibration(args, data, pipeline, teacher) -> str:
+    """The calibration section of the card: few-step likelihoods against the teacher's ODE on held-out points.
+
+    Without a teacher the reference is the map's own tangent field ``u(x, sigma, 0)``, the flow it self-distils.
+    """
+    import torch
+
+    from f2d2_diffusers import F2D2LikelihoodPipeline, likelihood_calibration
+
+    num_samples = args.calibration_samples
+    if num_samples is None:
+        num_samples = 32 if data.kind == "image" else 1000
+    if num_samples == 0:
+        return "Not measured (`--calibration_samples 0`); run `benchmarks/calibration.py ... --update_card`."
+    sample, where = common.calibration_data(args, data, num_samples)
+    num_dims = sample[0].numel()
+    divergence = "exact" if num_dims <= 256 else "hutchinson"
+    reference_model = teacher if teacher is not None else pipeline.unet
+    likelihood = F2D2LikelihoodPipeline.from_pipe(pipeline)
+    likelihood.set_progress_bar_config(disable=True)
+    was_training = pipeline.unet.training
+    pipeline.unet.eval()
+    print(f"calibration: {len(sample)} {where}, F2D2 at 1/2/4/8 steps vs the teacher's dopri5 likelihood ...", flush=True)
+    result = likelihood_calibration(
+        likelihood, reference_model, sample.to(pipeline.device), data.num_levels, divergence=divergence,
+        num_probes=16, rtol=1e-4, atol=1e-4, generator=torch.Generator().manual_seed(0), show_progress=True,
+    )
+    pipeline.unet.train(was_training)
+    reference = "the teacher" if teacher is not None else "the map's own zero-step velocity (no teacher)"
+    probes = "exact divergence" if divergence == "exact" else "Hutchinson divergence, 16 Rademacher probes"
+    return calibration_markdown(
+        result.rows, result.unit,
+        f"Measured at the end of training on {len(sample)} {where}, one dequantisation draw shared by all rows. "
+        f"Reference: {reference}'s likelihood ODE, dopri5 (rtol = atol = 1e-4), {probes}.",
+    )
+
+
+def write_card(args, data, result, model_cls, calibration: str):
     output_type = "pil" if data.kind == "image" else "np"
     if data.kind == "vector":
         score = "float vectors of shape (batch, d)"
@@ -253,8 +258,8 @@ likelihood = F2D2LikelihoodPipeline.from_pretrained("{args.output_dir}")
 # likelihood(data, num_inference_steps=2{dequantize}).bits_per_dim
 '''
     teacher = args.teacher_model_name_or_path
-    common.write_model_card(
-        args.output_dir,
+    render_model_card(
+        args.output_dir, is_f2d2=True, base_model=hub_base_model(teacher), calibration=calibration,
         title=f"F2D2 joint flow map ({model_cls.__name__})",
         summary=(
             "A joint flow map distilled with Shortcut-F2D2: one network gives the average velocity `u(x, sigma, h)` "

@@ -25,6 +25,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
+from model_card import render_model_card  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -108,8 +109,8 @@ with torch.no_grad():
 # Distil it into a few-step joint flow map (sampling + log-likelihood):
 # accelerate launch training/train_f2d2.py --teacher_model_name_or_path {args.output_dir} ...
 '''
-    common.write_model_card(
-        args.output_dir,
+    render_model_card(
+        args.output_dir, is_f2d2=False,
         title=f"Flow-matching teacher ({model_cls.__name__})",
         summary=(
             f"A `{model_cls.__name__}` velocity field `v(x, sigma) = dx/dsigma` trained by flow matching "
@@ -118,6 +119,11 @@ with torch.no_grad():
         ),
         data=data, result=result, command=common.training_command("train_teacher.py"), usage=usage,
         details=[f"EMA weights: {'yes' if args.use_ema else 'no'}."],
+        calibration=(
+            "This teacher is the reference its F2D2 students are calibrated against: its likelihood is the augmented "
+            "ODE solved by `f2d2_diffusers.reference_log_likelihood` (dopri5, exact or Hutchinson divergence). "
+            "See the student's card for few-step calibration."
+        ),
     )
 
 
