@@ -72,6 +72,7 @@ from f2d2_diffusers import (  # noqa: E402
     F2D2LikelihoodPipeline,
     F2D2Pipeline,
     dequantize,
+    load_teacher,
     reference_log_likelihood,
 )
 from f2d2_diffusers.flow_map import evaluate_velocity  # noqa: E402
@@ -251,7 +252,7 @@ class ModelRegistry:
             if spec.teacher_factory is not None:
                 model = spec.teacher_factory()
             else:
-                model = _load_teacher(spec.teacher_source, is_image=_is_image_model(self.pipeline(name)), name=name)
+                model = _load_teacher(spec.teacher_source, name=name)
             model = model.to(_device()).eval()
             model.requires_grad_(False)
             return model
@@ -316,27 +317,11 @@ def _load_pipeline(spec: ModelSpec) -> F2D2Pipeline:
         ) from None
 
 
-def _load_teacher(source: str, is_image: bool, name: str) -> torch.nn.Module:
-    from diffusers import UNet2DModel
-
-    from f2d2_diffusers import FlowMatchingMLPModel
-
-    cls = UNet2DModel if is_image else FlowMatchingMLPModel
-    kwargs = {}
-    if _is_local(source):
-        path = Path(source).expanduser()
-        if (path / "unet" / "config.json").is_file():
-            kwargs["subfolder"] = "unet"
-        elif not (path / "config.json").is_file():
-            raise ModelUnavailable(
-                f"The teacher of {name!r} is not available: no unet/config.json in {path} (training may still be running)."
-            )
-    else:
-        kwargs["subfolder"] = "unet"
+def _load_teacher(source: str, name: str) -> torch.nn.Module:
     try:
-        return cls.from_pretrained(source, **kwargs)
-    except Exception as err:  # noqa: BLE001
-        raise ModelUnavailable(f"Could not load the teacher of {name!r} from {source} ({type(err).__name__}: {err}).") from None
+        return load_teacher(source)
+    except (OSError, ValueError) as err:
+        raise ModelUnavailable(f"The teacher of {name!r} is not available (training may still be running): {err}") from None
 
 
 def _shipped(folder: str) -> str:
