@@ -1,0 +1,78 @@
+import json
+import math
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2MLPModel, F2D2Scheduler, F2D2UNet2DModel, FlowMatchingMLPModel
+from f2d2_diffusers.data import load_toy
+from f2d2_diffusers.metrics import auroc
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_ood.py"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import tiny_unet_config  # noqa: E402
+
+
+def run(monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["bench_ood.py", *map(str, argv)])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+
+
+def zero_velocity(model, layer):
+    """v = 0: the flow is the identity, so every method's log-density is exactly log N(x; 0, I)."""
+    with torch.no_grad():
+        for p in getattr(model, layer).parameters():
+            p.zero_()
+    return model
+
+
+def test_quick_checkerboard_aurocs_match_the_closed_form(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    teacher = zero_velocity(FlowMatchingMLPModel(sample_size=2, hidden_dim=16, num_layers=1, time_embed_dim=8), "proj_out")
+    teacher.save_pretrained(tmp_path / "teacher" / "unet")
+    F2D2LikelihoodPipeline(unet=F2D2MLPModel.from_teacher(teacher), scheduler=F2D2Scheduler(),
+                           num_levels=None).save_pretrained(tmp_path / "student")
+    run(monkeypatch, "--quick", "--dataset", "checkerboard", "--student", tmp_path / "student", "--teacher",
+        tmp_path / "teacher", "--num_points", 300, "--output_dir", tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "ood_checkerboard.json").read_text())
+    assert [(m["method"], m["steps"]) for m in report["methods"]] == [
+        ("F2D2", 1), ("F2D2", 2), ("teacher reference (dopri5)", None)]
+    # Under N(0, I) the NLL is |x|^2 / 2 + const: the AUROC follows from the data alone.
+    sq = {name: load_toy(name, "test", 300).pow(2).sum(1) for name in ("checkerboard", "eight_gaussians", "two_moons")}
+    for m in report["methods"]:
+        assert m["points_per_set"]["eight_gaussians"] == 300 and math.isfinite(m["seconds"])
+        for name in ("eight_gaussians", "two_moons"):
+            assert m["auroc"][name] == pytest.approx(auroc(sq["checkerboard"], sq[name]), abs=1e-9)
+    assert "skipped" in report["ranking"]
+    assert (tmp_path / "out" / "ood_checkerboard.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_quick_digits_report_with_checkpoint_ranking(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    teacher = zero_velocity(UNet2DModel(**tiny_unet_config(down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))), "conv_out").eval()
+    teacher.save_pretrained(tmp_path / "teacher" / "unet")
+    F2D2LikelihoodPipeline(unet=F2D2UNet2DModel.from_teacher(teacher), scheduler=F2D2Scheduler(),
+                           num_levels=17).save_pretrained(tmp_path / "student")
+    run(monkeypatch, "--quick", "--dataset", "digits", "--student", tmp_path / "student", "--teacher", tmp_path / "teacher",
+        "--early_student", tmp_path / "student", "--num_points", 12, "--reference_subset", 4, "--hutchinson_probes", 1, "--output_dir", tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "ood_digits.json").read_text())
+    sets = ("inverted", "rotated", "uniform_noise", "blurred")
+    for m in report["methods"]:
+        assert set(m["auroc"]) == set(sets) and all(0 <= m["auroc"][s] <= 1 for s in sets)
+    f2d2, reference = report["methods"][0], report["methods"][2]
+    assert reference["points_per_set"]["rotated"] == 4 and report["reference_settings"]["divergence"] == "hutchinson"
+    # Same model-space points for every method, and all of them score log N(x): identical subset AUROCs.
+    assert f2d2["auroc_on_reference_subset"] == pytest.approx(reference["auroc"])
+    ranking = report["ranking"]
+    assert ranking["agree"] is True and set(ranking["checkpoints"]) == {"final", "early"}
+    assert ranking["reference_paired_difference"]["final_minus_early"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_missing_early_student_is_a_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="error: no checkpoint folder"):
+        run(monkeypatch, "--dataset", "digits", "--student", tmp_path / "nope", "--teacher", tmp_path / "nope")
