@@ -128,11 +128,13 @@ def main(args):
         probes = "exact divergence" if args.divergence == "exact" else f"Hutchinson, {args.hutchinson_probes} probes"
         where = "digits test images (images 1500 on)" if args.dataset == "digits" else f"'{args.dataset}' test points"
         description = (
-            f"Measured by `benchmarks/calibration.py` on {len(data)} {where}, one dequantisation draw (seed {args.seed}) "
-            f"shared by all rows. Reference: the teacher's likelihood ODE, dopri5 (rtol = {args.rtol}, atol = {args.atol}), "
+            f"Measured by `benchmarks/calibration.py` on {len(data)} {where}"
+            + (f", one dequantisation draw (seed {args.seed}) shared by all rows. " if num_levels else ". ")
+            + f"Reference: the teacher's likelihood ODE, dopri5 (rtol = {args.rtol}, atol = {args.atol}), "
             f"{probes}, {reference.nfe} network calls. Per-segment errors: `benchmarks/results/{name}.json`."
         )
-        print(f"updated the calibration section of {update_calibration(args.student, calibration_markdown(rows, unit, description))}")
+        card = update_calibration(args.student, calibration_markdown(rows, unit, description))
+        print(f"updated the calibration section of {card}")
 
 
 if __name__ == "__main__":
