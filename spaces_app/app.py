@@ -97,9 +97,11 @@ MAX_SEED = 2**32 - 1
 #: Exact divergence in the reference solver up to this many dimensions, Hutchinson (8 probes) above.
 EXACT_DIVERGENCE_MAX_DIMS = 256
 
+#: The Explain tab's plots (the same list as prepare_space.py copies into a Space).
 EXPLAIN_PLOTS = (
-    ("benchmarks/results/calibration_digits.png", "Digits: bits/dim against network calls (benchmarks/calibration.py)"),
-    ("outputs/quickstart/bits_per_dim_vs_steps.png", "Quickstart: bits/dim against steps (scripts/quickstart.sh)"),
+    ("benchmarks/results/calibration_digits.png", "Digits: error against network calls, and per segment (benchmarks/calibration.py)"),
+    ("benchmarks/results/calibration_checkerboard.png", "Checkerboard: error against network calls, and per segment (benchmarks/calibration.py)"),
+    ("benchmarks/results/likelihood_digits.png", "Digits: error against wall time, F2D2 and the ODE solvers people use (benchmarks/bench_likelihood.py)"),
 )
 
 METHOD_TEXT = """

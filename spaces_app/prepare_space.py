@@ -19,7 +19,12 @@ REPO_ROOT = APP_DIR.parent
 SPACE_FILES = ("app.py", "README.md", "requirements.txt")
 CHECKPOINTS = ("f2d2-digits", "fm-digits", "f2d2-checkerboard", "fm-checkerboard")
 CHECKPOINT_PARTS = ("model_index.json", "README.md", "unet", "scheduler")
-EXPLAIN_PLOTS = ("benchmarks/results/calibration_digits.png", "outputs/quickstart/bits_per_dim_vs_steps.png")
+#: The Explain tab's plots (app.EXPLAIN_PLOTS; not imported from there: that would need gradio here).
+EXPLAIN_PLOTS = (
+    "benchmarks/results/calibration_digits.png",
+    "benchmarks/results/calibration_checkerboard.png",
+    "benchmarks/results/likelihood_digits.png",
+)
 
 
 def prepare(out: Path, checkpoints=CHECKPOINTS, checkpoint_root: Path = REPO_ROOT / "checkpoints") -> list:

@@ -281,6 +281,7 @@ def test_prepare_space_writes_a_deployable_folder(app, tmp_path):
     spec = importlib.util.spec_from_file_location("f2d2_prepare_space", app.APP_DIR / "prepare_space.py")
     prepare_space = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(prepare_space)
+    assert prepare_space.EXPLAIN_PLOTS == tuple(path for path, _ in app.EXPLAIN_PLOTS)  # the two lists stay one
     root = tmp_path / "checkpoints"
     (root / "f2d2-x" / "unet").mkdir(parents=True)
     (root / "f2d2-x" / "unet" / "config.json").write_text("{}")
