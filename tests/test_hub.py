@@ -12,7 +12,7 @@ import torch
 from f2d2_diffusers import F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, FlowMatchingMLPModel
 from f2d2_diffusers import hub
 
-from conftest import randomise_new_layers
+from testing_utils import randomise_new_layers
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from f2d2_diffusers import (
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_sampling.py"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import tiny_unet_config  # noqa: E402
+from testing_utils import tiny_unet_config  # noqa: E402
 
 
 def run(monkeypatch, *argv):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from conftest import randomise_new_layers, tiny_unet_config
+from testing_utils import randomise_new_layers, tiny_unet_config
 from f2d2_diffusers import F2D2ModelOutput, F2D2UNet2DModel
 from f2d2_diffusers.models.utils import copy_teacher_weights
 

@@ -65,7 +65,7 @@ def test_shortcut_loss_trains_every_new_part_of_a_student(tiny_f2d2_mlp):
 def test_shortcut_loss_on_images_with_a_teacher(tiny_f2d2_unet):
     from diffusers import UNet2DModel
 
-    from conftest import tiny_unet_config
+    from testing_utils import tiny_unet_config
 
     teacher = UNet2DModel(**tiny_unet_config()).eval()
     out = shortcut_f2d2_loss(

@@ -3,21 +3,10 @@
 import os
 
 import pytest
-import torch
 from space_helpers import ARTIFACTS, load_app_module, tiny_registry
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread for these tests: tiny models gain nothing from two, and on a busy 2-core machine OpenMP's
-    busy-waiting made every small network call ~0.5 s with two. Restored after each module for the rest of the suite."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +38,7 @@ def digit_png(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(app, tmp_path_factory, one_torch_thread):
+def server(app, tmp_path_factory):
     """The app with tiny models, served on 127.0.0.1 for one test module; yields its URL."""
     registry = tiny_registry(app, tmp_path_factory.mktemp("registry"))
     demo = app.build_demo(registry)

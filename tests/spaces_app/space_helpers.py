@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import torch
+from testing_utils import randomise_new_layers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -42,21 +43,11 @@ def load_app_module():
     return module
 
 
-def _randomise_heads(model, seed):
-    """The step embedding and divergence head start at zero; random values make them matter."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.startswith(("step_embedding.linear_2", "divergence_out")):
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return model
-
-
 def tiny_digits_pipeline():
     from f2d2_diffusers import F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel
 
     torch.manual_seed(0)
-    unet = _randomise_heads(F2D2UNet2DModel(**TINY_UNET), 0).eval()
+    unet = randomise_new_layers(F2D2UNet2DModel(**TINY_UNET), 0).eval()
     return F2D2Pipeline(unet=unet, scheduler=F2D2Scheduler(), num_levels=17)
 
 
@@ -71,7 +62,7 @@ def tiny_points_pipeline():
     from f2d2_diffusers import F2D2MLPModel, F2D2Pipeline, F2D2Scheduler
 
     torch.manual_seed(2)
-    unet = _randomise_heads(F2D2MLPModel(**TINY_MLP), 2).eval()
+    unet = randomise_new_layers(F2D2MLPModel(**TINY_MLP), 2).eval()
     return F2D2Pipeline(unet=unet, scheduler=F2D2Scheduler(), num_levels=None)
 
 

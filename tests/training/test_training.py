@@ -64,15 +64,6 @@ def logged_steps(folder):
     return [json.loads(line)["step"] for line in lines]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The in-process sampling below is tiny: one thread avoids oversubscribing a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     from accelerate.utils import write_basic_config

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs the benchmark-only dependencies (benchmarks/requirements.txt) into ./.venv, after the project's own set-up.
+# Safe to run again. The benchmarks run without them too: their rows are then marked skipped, with the reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/python -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt

@@ -1,0 +1,169 @@
+import importlib.util
+import json
+import math
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from f2d2_diffusers import F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, FlowMatchingMLPModel
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_likelihood.py"
+
+
+HAS_FLOW_MATCHING = importlib.util.find_spec("flow_matching") is not None
+
+
+def tiny_2d_checkpoints(root):
+    torch.manual_seed(0)
+    teacher = FlowMatchingMLPModel(sample_size=2, hidden_dim=16, num_layers=1, time_embed_dim=8)
+    teacher.save_pretrained(root / "teacher" / "unet")
+    student = F2D2MLPModel.from_teacher(teacher)
+    F2D2Pipeline(unet=student, scheduler=F2D2Scheduler(), num_levels=None).save_pretrained(root / "student")
+    return root / "student", root / "teacher"
+
+
+def run(monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["bench_likelihood.py", *map(str, args)])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+
+
+def expected_names(config):
+    names = {"reference dopri5 exact (ours)", "flow_matching dopri5 exact", "flow_matching dopri5 hutchinson"}
+    names |= {f"F2D2 {e} {k} step{'s' * (k > 1)}" for e in ("bidirectional", "paper") for k in (1, 2, 4, 8)}
+    for method in ("euler", "midpoint"):
+        for k in config[method]:
+            nfe = k * (2 if method == "midpoint" else 1)
+            exact = config["exact_max_nfe"] is None or nfe <= config["exact_max_nfe"]
+            names.add(f"{method} {k} step{'s' * (k > 1)} ({'exact' if exact else 'hutchinson'})")
+    return names
+
+
+def check_report(report):
+    rows = {r["name"]: r for r in report["rows"]}
+    assert len(rows) == len(report["rows"])
+    assert set(rows) == expected_names(report["config"])
+    assert report["complete"] is True
+    ref = rows["reference dopri5 exact (ours)"]
+    assert ref["error"] == 0.0 and ref["abs_error"] == 0.0
+    for r in report["rows"]:
+        if r["skipped"]:
+            assert r["method"] == "flow_matching" and r["reason"]
+            continue
+        for key in ("value", "error", "abs_error", "seconds", "seconds_full", "time_ratio_vs_f2d2_2step"):
+            assert math.isfinite(r[key]), (r["name"], key)
+        assert r["nfe"] >= 1
+    for r in report["rows"]:
+        if r["method"] == "f2d2":
+            assert r["nfe"] == r["steps"]
+        if r["method"] in ("euler", "midpoint"):
+            assert r["nfe"] == r["steps"] * (2 if r["method"] == "midpoint" else 1)
+    assert rows["F2D2 bidirectional 2 steps"]["time_ratio_vs_f2d2_2step"] == 1.0
+    targets = report["targets"]
+    for evaluation in ("bidirectional", "paper"):
+        a = targets["a_100x_less_wall_time_at_equal_or_better_error"]["results"][evaluation]["mean_error"]
+        b = targets["b_10x_lower_error_at_equal_network_calls"]["results"][evaluation]["mean_error"]
+        # The reference has zero error, so some peer always reaches F2D2's error.
+        assert a["best_peer"] is not None and isinstance(a["met"], bool) and a["speedup"] > 0
+        assert set(b) == {"2", "4", "8", "all_met"} and all(isinstance(b[k]["met"], bool) for k in ("2", "4", "8"))
+    return rows
+
+
+def test_quick_run_on_tiny_2d_checkpoints(tmp_path, monkeypatch):
+    student, teacher = tiny_2d_checkpoints(tmp_path)
+    run(monkeypatch, "--quick", "--dataset", "checkerboard", "--student", student, "--teacher", teacher,
+        "--num_samples", "40", "--output_dir", tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "likelihood_checkerboard.json").read_text())
+    assert (tmp_path / "out" / "likelihood_checkerboard.png").stat().st_size > 0
+    assert report["unit"] == "nats" and report["num_points"] == 40 and report["mode"] == "quick"
+    rows = check_report(report)
+    # A fresh student has a zero divergence head: its few-step NLL misses the teacher's divergence integral, so
+    # its error is far from zero, while fixed-step midpoint at 16 steps is close to the reference.
+    assert abs(rows["midpoint 16 steps (exact)"]["error"]) < abs(rows["F2D2 bidirectional 2 steps"]["error"])
+    fm = rows["flow_matching dopri5 exact"]
+    if not HAS_FLOW_MATCHING:
+        assert fm["skipped"] and "not importable" in fm["reason"]
+        pytest.skip("flow_matching is not installed (bash benchmarks/setup.sh): cross-check not run")
+    # Same teacher, same data, same dopri5 tolerances, opposite time convention: the two solvers agree.
+    assert not fm["skipped"]
+    assert abs(fm["error"]) < 1e-3 and fm["abs_error"] < 1e-3
+    assert fm["nfe"] == rows["reference dopri5 exact (ours)"]["nfe"]
+
+
+def test_flow_matching_missing_marks_rows_skipped(tmp_path, monkeypatch, capsys):
+    student, teacher = tiny_2d_checkpoints(tmp_path)
+    monkeypatch.setitem(sys.modules, "flow_matching", None)  # import flow_matching -> ImportError
+    run(monkeypatch, "--quick", "--dataset", "checkerboard", "--student", student, "--teacher", teacher,
+        "--num_samples", "20", "--output_dir", tmp_path / "out")
+    assert "flow_matching is not importable" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "likelihood_checkerboard.json").read_text())
+    rows = check_report(report)
+    assert report["flow_matching"]["available"] is False
+    for name in ("flow_matching dopri5 exact", "flow_matching dopri5 hutchinson"):
+        assert rows[name]["skipped"] and "benchmarks/setup.sh" in rows[name]["reason"]
+        assert rows[name]["error"] is None
+
+
+@pytest.mark.slow
+def test_quick_run_on_tiny_digits_checkpoints(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    from diffusers import UNet2DModel
+
+    config = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                  norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "UpBlock2D"))
+    teacher = UNet2DModel(**config).eval()
+    teacher.save_pretrained(tmp_path / "teacher" / "unet")
+    student = F2D2UNet2DModel.from_teacher(teacher, divergence_head_channels=4, divergence_head_hidden_dim=16)
+    F2D2Pipeline(unet=student, scheduler=F2D2Scheduler(), num_levels=17).save_pretrained(tmp_path / "student")
+    run(monkeypatch, "--quick", "--dataset", "digits", "--student", tmp_path / "student", "--teacher",
+        tmp_path / "teacher", "--num_samples", "4", "--rtol", "0.1", "--atol", "0.1", "--output_dir", tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "likelihood_digits.json").read_text())
+    assert report["unit"] == "bits/dim" and report["num_dims"] == 64
+    rows = check_report(report)
+    assert rows["euler 32 steps (hutchinson)"]["probes"] == 1
+    if HAS_FLOW_MATCHING:
+        fm = rows["flow_matching dopri5 exact"]
+        assert fm["num_points"] == 4 and abs(fm["error"]) < 1e-3
+
+
+def test_bad_input_is_one_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="error: no checkpoint folder"):
+        run(monkeypatch, "--quick", "--dataset", "checkerboard", "--student", tmp_path / "nope", "--teacher", tmp_path)
+    with pytest.raises(SystemExit, match="error: unknown dataset 'cifar'"):
+        run(monkeypatch, "--quick", "--dataset", "cifar")
+    with pytest.raises(SystemExit, match="error: --student/--teacher need a single --dataset"):
+        run(monkeypatch, "--quick", "--student", tmp_path)
+
+
+def test_reuse_teacher_rows_recomputes_only_f2d2(tmp_path, monkeypatch, capsys):
+    student, teacher = tiny_2d_checkpoints(tmp_path)
+    common = ["--quick", "--dataset", "checkerboard", "--teacher", teacher, "--num_samples", "20",
+              "--output_dir", tmp_path / "out"]
+    run(monkeypatch, *common, "--student", student, "--reuse_teacher_rows")  # no cache yet: computes everything
+    assert "no cache" in capsys.readouterr().out
+    first = {r["name"]: r for r in json.loads((tmp_path / "out" / "likelihood_checkerboard.json").read_text())["rows"]}
+    # A retrained student: same teacher, new divergence head.
+    pipe = F2D2Pipeline.from_pretrained(student)
+    with torch.no_grad():
+        pipe.unet.divergence_out.bias.fill_(0.5)
+    pipe.save_pretrained(tmp_path / "student2")
+    run(monkeypatch, *common, "--student", tmp_path / "student2", "--reuse_teacher_rows")
+    assert "reusing" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "likelihood_checkerboard.json").read_text())
+    second = check_report(report)
+    assert any("reused" in note for note in report["notes"])
+    for name, row in first.items():
+        if row["method"] == "f2d2":
+            assert second[name]["value"] != pytest.approx(row["value"], abs=1e-6)
+            assert "reused_from_cache" not in second[name]
+        elif not row["skipped"]:
+            assert second[name]["value"] == row["value"] and second[name]["reused_from_cache"]
+    # Another teacher does not match the cache.
+    other = FlowMatchingMLPModel(sample_size=2, hidden_dim=16, num_layers=1, time_embed_dim=8)
+    other.save_pretrained(tmp_path / "teacher2" / "unet")
+    common[common.index(teacher)] = tmp_path / "teacher2"
+    run(monkeypatch, *common, "--student", student, "--reuse_teacher_rows")
+    assert "recomputing every row" in capsys.readouterr().out
