@@ -133,6 +133,39 @@ def generic_section(title, report, png, base):
     return out + _image(png, base)
 
 
+def sampling_section(title, report, png, base):
+    """The generic rows table plus the 2-step-vs-teacher target line."""
+    out = generic_section(title, report, png, base)
+    target = report.get("target") or {}
+    lines = []
+    for score, t in target.items():
+        if isinstance(t, dict) and "ratio" in t:
+            verdict = "met" if t.get("within_20_percent") else "not met"
+            lines.append(f"- 2-step F2D2 / 100-step teacher Euler on `{score}`: {t['ratio']:.3f} "
+                         f"(target <= 1.2: {verdict}).")
+    return out[:2] + lines + ([""] if lines else []) + out[2:]
+
+
+def ood_section(title, report, png, base):
+    """AUROC per method and OOD set, and whether 1-step F2D2 ranks two checkpoints like the reference does."""
+    out = [f"### {title}", "", f"Score: {report.get('score')}; {report.get('convention')}.", ""]
+    methods = report.get("methods") or []
+    sets = [name for name in (report.get("sets") or {}) if name != report.get("in_distribution")]
+    if methods and sets:
+        rows = []
+        for m in methods:
+            label = f"{m.get('method')} {m.get('steps')} step{'s' if m.get('steps') != 1 else ''}" if m.get("steps") else m.get("method")
+            rows.append([label, *[_num((m.get("auroc") or {}).get(name), 3) for name in sets], _seconds(m.get("seconds"))])
+        out += _table(["method", *[f"AUROC {name}" for name in sets], "seconds"], rows)
+    ranking = report.get("ranking") or {}
+    if "agree" in ranking:
+        out += [f"- Ranking two students by test likelihood: 1 step orders them {ranking.get('order_1_step')}, the "
+                f"reference {ranking.get('order_reference')}: {'agree' if ranking['agree'] else 'disagree'}.", ""]
+    elif ranking:
+        out += [f"- Checkpoint ranking: {ranking.get('note', 'not run')}.", ""]
+    return out + _image(png, base)
+
+
 def build(results_dir, base):
     def load(path):
         try:
@@ -154,13 +187,15 @@ def build(results_dir, base):
     path = os.path.join(results_dir, "scaling.json")
     if os.path.isfile(path) and (report := load(path)):
         lines += scaling_section(report, path[:-5] + ".png", base)
-    for pattern, title in (("calibration_*.json", "Calibration"), ("sampling_*.json", "Sampling"), ("ood*.json", "Out-of-distribution")):
+    sections = (("calibration_*.json", "Calibration", generic_section), ("sampling_*.json", "Sampling", sampling_section),
+                ("ood*.json", "Out-of-distribution", ood_section))
+    for pattern, title, section in sections:
         for path in sorted(glob.glob(os.path.join(results_dir, pattern))):
             report = load(path)
             if report:
                 stem = os.path.basename(path)[:-5]
                 suffix = stem.split("_", 1)[1] if "_" in stem else ""
-                lines += generic_section(f"{title}{': ' + suffix if suffix else ''}", report, path[:-5] + ".png", base)
+                lines += section(f"{title}{': ' + suffix if suffix else ''}", report, path[:-5] + ".png", base)
     if len(lines) == header:
         lines += [f"No benchmark results in {os.path.relpath(results_dir, base)} yet.", ""]
     return "\n".join(lines).rstrip() + "\n"
