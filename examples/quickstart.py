@@ -53,6 +53,7 @@ def main():
     # One dequantisation draw shared by every method, so the errors compare like with like.
     data = dequantize(levels[:n], DIGITS_NUM_LEVELS, generator=torch.Generator().manual_seed(args.seed))
     likelihood = F2D2LikelihoodPipeline.from_pipe(pipe)
+    likelihood.set_progress_bar_config(disable=True)
     teacher = load_teacher(args.teacher)
     print(f"scoring {n} test digits: F2D2 at 1, 2, 4, 8 steps, and the teacher's ODE (dopri5, exact divergence) ...",
           flush=True)
