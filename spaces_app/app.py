@@ -1190,7 +1190,10 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
             with gr.Tab("Explain", id="explain"):
                 gr.Markdown(METHOD_TEXT)
                 e_status = gr.Markdown()
-                e_gallery = gr.Gallery(label="Bits/dim against network calls", columns=2, height="auto", format="png")
+                # The plots are wide (two panels each): shown one at a time, whole, with thumbnails to switch, rather
+                # than cropped to square grid tiles.
+                e_gallery = gr.Gallery(label="Error against network calls, and per segment", preview=True, height=520,
+                                       object_fit="contain", format="png")
                 e_refresh = gr.Button("Refresh plots", size="sm")
 
         def refresh():
