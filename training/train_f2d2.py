@@ -25,10 +25,8 @@ join one gloo group; set ``OMP_NUM_THREADS`` so that processes x threads does no
 ``--resume_from_checkpoint latest``.
 """
 
-import json
 import os
 import sys
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
