@@ -66,12 +66,14 @@ def write_json(path: str, payload: dict) -> None:
 
 
 def score(log_prob: torch.Tensor, num_dims: int, num_levels: Optional[int]) -> torch.Tensor:
-    """Per-sample score in a report's unit: bits/dim on the grey-level scale (discrete data), else NLL in nats."""
-    from f2d2_diffusers import bits_per_dim
+    """Per-sample score in a report's unit (:func:`f2d2_diffusers.calibration.likelihood_score`)."""
+    from f2d2_diffusers.calibration import likelihood_score
 
-    return bits_per_dim(log_prob.float(), num_dims, num_levels) if num_levels else -log_prob.float()
+    return likelihood_score(log_prob, num_dims, num_levels)
 
 
 def score_unit(num_levels: Optional[int]) -> str:
     """The unit :func:`score` reports in."""
-    return "bits/dim" if num_levels else "nats"
+    from f2d2_diffusers.calibration import likelihood_score_unit
+
+    return likelihood_score_unit(num_levels)

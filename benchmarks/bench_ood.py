@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import RESULTS_DIR, SHIPPED, load_test_data, require_folders, timed, write_json  # noqa: E402
+from bench_common import RESULTS_DIR, SHIPPED, load_test_data, require_folders, score, timed, write_json  # noqa: E402
 
 DATASETS = ("digits", "checkerboard")
 F2D2_STEPS = (1, 2)
@@ -118,16 +118,9 @@ def model_space_sets(dataset: str, num_points: int, seed: int):
     return sets, descriptions, None
 
 
-def score_of(log_prob: torch.Tensor, num_dims: int, num_levels):
-    """Per-point anomaly score: bits/dim on the grey-level scale, or NLL in nats."""
-    from f2d2_diffusers import bits_per_dim
-
-    return bits_per_dim(log_prob.float(), num_dims, num_levels) if num_levels else -log_prob.float()
-
-
 def f2d2_scores(pipe, data: torch.Tensor, steps: int, num_levels):
     out = pipe(data, num_inference_steps=steps, dequantize=False)
-    return score_of(out.log_prob, data[0].numel(), num_levels), out.nfe
+    return score(out.log_prob, data[0].numel(), num_levels), out.nfe
 
 
 def reference_scores(model, data: torch.Tensor, settings: dict, num_levels, seed: int):
@@ -137,7 +130,7 @@ def reference_scores(model, data: torch.Tensor, settings: dict, num_levels, seed
         model, data, divergence=settings["divergence"], num_probes=settings["probes"], rtol=settings["rtol"],
         atol=settings["rtol"], num_levels=num_levels, generator=torch.Generator().manual_seed(seed), show_progress=True,
     )
-    return score_of(out.log_prob, data[0].numel(), num_levels), out.nfe
+    return score(out.log_prob, data[0].numel(), num_levels), out.nfe
 
 
 def split_by_set(scores: torch.Tensor, sizes):

@@ -19,6 +19,16 @@ from .flow_map import evaluate_flow_map, flow_map_step
 from .reference_likelihood import ReferenceLikelihoodOutput, reference_log_likelihood
 
 
+def likelihood_score(log_prob: torch.Tensor, num_dims: int, num_levels: Optional[int]) -> torch.Tensor:
+    """Per-sample score in a report's unit: bits/dim on the grey-level scale (discrete data), else NLL in nats."""
+    return bits_per_dim(log_prob.float(), num_dims, num_levels) if num_levels else -log_prob.float()
+
+
+def likelihood_score_unit(num_levels: Optional[int]) -> str:
+    """The unit :func:`likelihood_score` reports in."""
+    return "bits/dim" if num_levels else "nats"
+
+
 @dataclass
 class LikelihoodCalibration(BaseOutput):
     """
@@ -58,7 +68,7 @@ def likelihood_calibration(
     num_dims = sample[0].numel()
 
     def score(log_prob):
-        return bits_per_dim(log_prob.float(), num_dims, num_levels) if num_levels else -log_prob.float()
+        return likelihood_score(log_prob, num_dims, num_levels)
 
     seconds = None
     if reference is None:
@@ -76,7 +86,7 @@ def likelihood_calibration(
             diff = score(out.log_prob) - ref_score
             rows.append(dict(evaluation=evaluation, steps=num_steps, nfe=out.nfe, value=score(out.log_prob).mean().item(),
                              error=diff.mean().item(), abs_error=diff.abs().mean().item(), seconds=elapsed))
-    return LikelihoodCalibration(rows=rows, unit="bits/dim" if num_levels else "nats", num_points=sample.shape[0],
+    return LikelihoodCalibration(rows=rows, unit=likelihood_score_unit(num_levels), num_points=sample.shape[0],
                                  reference=reference)
 
 
