@@ -138,7 +138,7 @@ def split_by_set(scores: torch.Tensor, sizes):
 
 
 def aurocs(per_set: dict, limit: int = 0):
-    from f2d2_diffusers.metrics import auroc
+    from f2d2_diffusers.evaluation.metrics import auroc
 
     names = list(per_set)
     s_in = per_set[names[0]][:limit or None]

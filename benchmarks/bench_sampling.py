@@ -115,10 +115,11 @@ def sample_shape(teacher):
 
 def make_scorer(dataset: str, classifier_path: str, num_samples: int, reference_points: int = REFERENCE_POINTS):
     """``(score(samples) -> dict, floor dict, reference description)`` for one data set."""
-    from f2d2_diffusers import metrics
+    from f2d2_diffusers.evaluation import metrics
 
     if dataset == "digits":
-        from f2d2_diffusers import DigitsClassifier, dequantize
+        from f2d2_diffusers import dequantize
+        from f2d2_diffusers.evaluation import DigitsClassifier
         from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels
 
         clf = DigitsClassifier.from_pretrained(classifier_path).eval()

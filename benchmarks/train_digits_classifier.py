@@ -66,7 +66,8 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def main(args):
-    from f2d2_diffusers import DigitsClassifier, dequantize
+    from f2d2_diffusers import dequantize
+    from f2d2_diffusers.evaluation import DigitsClassifier
     from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels
 
     torch.manual_seed(args.seed)
@@ -132,7 +133,7 @@ OMP_NUM_THREADS=1 python benchmarks/train_digits_classifier.py --output_dir chec
 ```
 
 ```python
-from f2d2_diffusers import DigitsClassifier
+from f2d2_diffusers.evaluation import DigitsClassifier
 clf = DigitsClassifier.from_pretrained("checkpoints/digits-classifier")
 features = clf.features(x)   # (B, {args.feature_dim})
 ```

@@ -8,7 +8,21 @@ With ``L`` levels, integer data ``k`` in ``{0, ..., L-1}`` maps to model space b
 import math
 from typing import Optional
 
+import numpy as np
 import torch
+
+
+def pixels_to_levels(pixels, num_levels: int):
+    """8-bit pixel values ``0..255`` onto ``num_levels`` grey levels ``0..L-1`` (nearest level), as ``int64``.
+
+    Accepts a numpy array or a torch tensor and returns the same kind; ``num_levels = 256`` is the identity.
+    """
+    if isinstance(pixels, torch.Tensor):
+        return torch.from_numpy(pixels_to_levels(pixels.cpu().numpy(), num_levels))
+    array = np.asarray(pixels)
+    if num_levels == 256:
+        return array.astype(np.int64)
+    return np.rint(array.astype(np.float64) * (num_levels - 1) / 255.0).astype(np.int64)
 
 
 def standard_normal_log_prob(sample: torch.Tensor) -> torch.Tensor:

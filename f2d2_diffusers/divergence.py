@@ -9,6 +9,22 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
+#: Up to this many dimensions ``"auto"`` takes the exact divergence (``d`` backward passes), above it Hutchinson.
+EXACT_DIVERGENCE_MAX_DIMS = 256
+DIVERGENCE_METHODS = ("auto", "exact", "hutchinson")
+
+
+def resolve_divergence_method(method: str, num_dims: int) -> str:
+    """``"exact"`` or ``"hutchinson"`` for a requested ``method`` on samples of ``num_dims`` dimensions.
+
+    ``"auto"`` is exact for ``num_dims <= EXACT_DIVERGENCE_MAX_DIMS``, where ``d`` backward passes stay cheap.
+    """
+    if method not in DIVERGENCE_METHODS:
+        raise ValueError(f"divergence must be one of {DIVERGENCE_METHODS}, got {method!r}")
+    if method == "auto":
+        return "exact" if num_dims <= EXACT_DIVERGENCE_MAX_DIMS else "hutchinson"
+    return method
+
 
 def _sum_of_quadratic_forms(fn: Callable, sample: torch.Tensor, probes: Iterable[torch.Tensor]):
     """``fn(sample)`` and ``sum_k e_k^T J e_k`` per sample (``J`` the Jacobian of ``fn``), from one forward pass.

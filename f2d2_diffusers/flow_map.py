@@ -26,7 +26,8 @@ def _per_sample(value: Union[float, torch.Tensor], sample: torch.Tensor) -> torc
     return value
 
 
-def _broadcast_to(value: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+def broadcast_to_sample(value: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+    """A ``(batch,)`` tensor reshaped to ``(batch, 1, ..., 1)`` so it scales ``sample`` per sample."""
     return value.reshape(value.shape[0], *([1] * (sample.ndim - 1)))
 
 
@@ -44,13 +45,32 @@ def flow_map_step(sample: torch.Tensor, velocity: torch.Tensor, divergence: torc
         = -h * D`` in nats, shape ``(batch,)``.
     """
     h = _per_sample(h, sample)
-    next_sample = sample + _broadcast_to(h, sample) * velocity
+    next_sample = sample + broadcast_to_sample(h, sample) * velocity
     delta_log_prob = -h * divergence.to(h.dtype)
     return next_sample, delta_log_prob
 
 
+def unwrap_model(model):
+    """The module inside ``torch.compile`` (``_orig_mod``) and DDP/FSDP-style (``module``) wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
 def is_flow_map_model(model) -> bool:
-    """True for models whose ``forward`` takes a ``step`` argument (F2D2 joint flow maps)."""
+    """True for joint flow maps (models called as ``forward(sample, timestep, step)``).
+
+    The package's models say so with a class attribute ``is_flow_map``; other models are recognised by a ``step``
+    argument of their ``forward``. Wrappers (``torch.compile``, DDP) are looked through.
+    """
+    model = unwrap_model(model)
+    marker = getattr(model, "is_flow_map", None)
+    if marker is not None:
+        return bool(marker)
     return "step" in inspect.signature(model.forward).parameters
 
 
@@ -108,5 +128,5 @@ def integrate_flow_map(model, scheduler, sample: torch.Tensor, progress_bar=None
 
 def interpolant(data: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """``x_sigma = (1 - sigma) * data + sigma * noise``, ``sigma`` of shape ``(batch,)``."""
-    sigma = _broadcast_to(_per_sample(sigma, data), data)
+    sigma = broadcast_to_sample(_per_sample(sigma, data), data)
     return (1.0 - sigma) * data + sigma * noise

@@ -7,9 +7,21 @@ Training state (``checkpoint-N/``) and logs stay local.
 
 import argparse
 import fnmatch
+import os
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
+
+#: ``owner/name``: the shape of a Hub repository id (a local path of that shape that exists wins).
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_repo_id(name: str) -> bool:
+    """True when ``name`` reads as a Hub repository id and is not an existing local path."""
+    name = os.fspath(name)
+    return bool(HUB_REPO_ID.match(name)) and not name.startswith((".", "/", "~")) and not os.path.exists(name)
+
 
 #: Not uploaded: resumable training state and logs.
 IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/*", "logs/*", "*/logs/*")

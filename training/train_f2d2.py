@@ -25,6 +25,7 @@ join one gloo group; set ``OMP_NUM_THREADS`` so that processes x threads does no
 ``--resume_from_checkpoint latest``.
 """
 
+import argparse
 import os
 import sys
 
@@ -58,14 +59,15 @@ def parse_args(argv=None):
                       help="Divergence of the teacher velocity: exact (d backward passes), Hutchinson, or auto "
                            "(exact for d <= 256).")
     f2d2.add_argument("--hutchinson_probes", type=int, default=1, help="Rademacher probes per Hutchinson estimate.")
-    f2d2.add_argument("--bootstrap_fraction", type=float, default=0.25,
+    f2d2.add_argument("--bootstrap_fraction", type=float, default=0.5,
                       help="Fraction of each batch trained on dyadic steps (the rest on the tangent, h = 0).")
     f2d2.add_argument("--max_level", type=int, default=6, help="Smallest dyadic step is 2^-max_level.")
     f2d2.add_argument("--divergence_weight", type=float, default=1.0, help="Weight of the divergence term.")
-    f2d2.add_argument("--teacher_finest_level", action="store_true",
-                      help="Targets of the finest level from one midpoint step of the teacher (needs a teacher).")
-    f2d2.add_argument("--anchor_starts_to_grid", action="store_true",
-                      help="Draw bootstrap start times on multiples of |h| (the points few-step grids visit).")
+    f2d2.add_argument("--teacher_finest_level", action=argparse.BooleanOptionalAction, default=None,
+                      help="Targets of the finest level from one midpoint step of the teacher (default: on when a "
+                           "teacher is given; --no-teacher_finest_level turns it off).")
+    f2d2.add_argument("--anchor_starts_to_grid", action=argparse.BooleanOptionalAction, default=True,
+                      help="Draw bootstrap start times on multiples of |h|, the points few-step grids visit (default: on).")
     f2d2.add_argument("--calibration_samples", type=int, default=None,
                       help="After training, compare 1/2/4/8-step likelihoods with the teacher's ODE (dopri5) on this many "
                            "test points (the embedded data's test split, else the first training examples) and put the "
@@ -79,6 +81,8 @@ def parse_args(argv=None):
         parser.error(f"--bootstrap_fraction must lie in [0, 1), got {args.bootstrap_fraction}")
     if args.teacher_finest_level and not args.teacher_model_name_or_path:
         parser.error("--teacher_finest_level needs --teacher_model_name_or_path")
+    if args.teacher_finest_level is None:
+        args.teacher_finest_level = bool(args.teacher_model_name_or_path)
     if args.max_level < 0:
         parser.error(f"--max_level must be >= 0, got {args.max_level}")
     if args.divergence_weight < 0:

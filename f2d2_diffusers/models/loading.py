@@ -1,17 +1,16 @@
 """Loading a flow-matching teacher saved by ``training/train_teacher.py`` (or any compatible folder / Hub repo)."""
 
 import os
-import re
 from typing import Optional, Union
 
 from diffusers import UNet2DModel
 
+from ..hub import is_hub_repo_id
 from .mlp_flow_matching import FlowMatchingMLPModel
 
 #: Teacher classes by the ``_class_name`` in their ``config.json``.
 TEACHER_CLASSES = {"UNet2DModel": UNet2DModel, "FlowMatchingMLPModel": FlowMatchingMLPModel}
 STUDENT_CLASS_NAMES = ("F2D2UNet2DModel", "F2D2MLPModel")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _teacher_subfolder(path_or_repo: str) -> Optional[str]:
@@ -27,7 +26,7 @@ def _teacher_subfolder(path_or_repo: str) -> Optional[str]:
         )
     if os.path.exists(path_or_repo):
         raise ValueError(f"{path_or_repo} is a file; give the folder that holds the teacher")
-    if not _HUB_ID.match(path_or_repo):
+    if not is_hub_repo_id(path_or_repo):
         raise FileNotFoundError(f"no teacher folder at {path_or_repo}")
     return "unet"
 

@@ -27,6 +27,9 @@ class F2D2MLPModel(FlowMatchingMLPModel):
         divergence_hidden_dim (`int`, defaults to 256): width of the divergence head.
     """
 
+    #: Marks a joint flow map (``forward(sample, timestep, step)``) for :func:`f2d2_diffusers.flow_map.is_flow_map_model`.
+    is_flow_map = True
+
     @register_to_config
     def __init__(
         self,

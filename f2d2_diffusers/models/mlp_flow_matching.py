@@ -42,6 +42,9 @@ class FlowMatchingMLPModel(ModelMixin, ConfigMixin):
         time_embed_dim (`int`, defaults to 64): sinusoidal features of the timestep.
     """
 
+    #: A velocity model, not a joint flow map (see :func:`f2d2_diffusers.flow_map.is_flow_map_model`).
+    is_flow_map = False
+
     @register_to_config
     def __init__(self, sample_size: int = 2, hidden_dim: int = 256, num_layers: int = 4, time_embed_dim: int = 64):
         super().__init__()

@@ -31,6 +31,9 @@ class F2D2UNet2DModel(UNet2DModel):
         divergence_head_hidden_dim (`int`, defaults to 256): width of the head's MLP.
     """
 
+    #: Marks a joint flow map (``forward(sample, timestep, step)``) for :func:`f2d2_diffusers.flow_map.is_flow_map_model`.
+    is_flow_map = True
+
     @register_to_config
     def __init__(
         self,

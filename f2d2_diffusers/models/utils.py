@@ -1,6 +1,20 @@
 import inspect
+from typing import Optional, Tuple
 
 import torch
+
+
+def sample_shape(config) -> Optional[Tuple[int, ...]]:
+    """Shape of one sample from a model config: ``(C, H, W)`` for image models (``in_channels`` and
+    ``sample_size``, an int or ``(H, W)``), ``(d,)`` for vector models (``sample_size``), ``None`` when the config
+    has no ``sample_size``. ``config`` is a model's ``config`` or a plain dict."""
+    size = config.get("sample_size")
+    if size is None:
+        return None
+    if "in_channels" in config:
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        return (config["in_channels"], height, width)
+    return (size,)
 
 
 def timesteps_per_sample(value, sample: torch.Tensor, name: str) -> torch.Tensor:

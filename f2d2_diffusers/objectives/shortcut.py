@@ -6,8 +6,8 @@ from typing import Optional
 import torch
 from diffusers.utils import BaseOutput
 
-from ..divergence import exact_divergence, hutchinson_divergence
-from ..flow_map import evaluate_flow_map, evaluate_velocity, flow_map_step, interpolant
+from ..divergence import exact_divergence, hutchinson_divergence, resolve_divergence_method
+from ..flow_map import broadcast_to_sample, evaluate_flow_map, evaluate_velocity, flow_map_step, interpolant
 
 DIRECTIONS = ("both", "forward")
 
@@ -42,7 +42,7 @@ def _teacher_midpoint_step(teacher, x, sigma, h, method, num_probes, generator):
     Second-order accurate, and it needs the divergence at the midpoint only.
     """
     v_start = evaluate_velocity(teacher, x, sigma)
-    x_mid = x + (h / 2).reshape(-1, *([1] * (x.ndim - 1))) * v_start
+    x_mid = x + broadcast_to_sample(h / 2, x) * v_start
     return _velocity_and_divergence(
         lambda z: evaluate_velocity(teacher, z, sigma + h / 2), x_mid, method, num_probes, generator
     )
@@ -78,7 +78,7 @@ def shortcut_f2d2_loss(
         directions: ``"both"`` trains ``h < 0`` (sampling) and ``h > 0`` (likelihood); ``"forward"`` only ``h < 0``,
             the paper's variant.
         divergence: ``"exact"``, ``"hutchinson"`` (``num_probes`` Rademacher probes) or ``"auto"`` (exact for
-            ``d <= 256``).
+            ``d <= EXACT_DIVERGENCE_MAX_DIMS``, see :mod:`f2d2_diffusers.divergence`).
         anchor_starts_to_grid: draw bootstrap starts on multiples of ``|h|``, the points few-step grids visit.
         teacher_finest_level: at the finest level (``|h| = 2^-max_level``) take the targets from one explicit
             midpoint step of the teacher (velocity and divergence at the midpoint) instead of the map's own ``h/2``
@@ -89,14 +89,11 @@ def shortcut_f2d2_loss(
         raise ValueError("teacher_finest_level needs a teacher")
     if directions not in DIRECTIONS:
         raise ValueError(f"directions must be one of {DIRECTIONS}, got {directions!r}")
-    if divergence not in ("auto", "exact", "hutchinson"):
-        raise ValueError(f"divergence must be 'auto', 'exact' or 'hutchinson', got {divergence!r}")
     if not 0.0 <= bootstrap_fraction < 1.0:
         raise ValueError(f"bootstrap_fraction must lie in [0, 1), got {bootstrap_fraction}")
     target_model = model if target_model is None else target_model
     batch_size, num_dims = batch.shape[0], batch[0].numel()
-    if divergence == "auto":
-        divergence = "exact" if num_dims <= 256 else "hutchinson"
+    divergence = resolve_divergence_method(divergence, num_dims)
     num_bootstrap = int(round(batch_size * bootstrap_fraction))
     if bootstrap_fraction > 0 and batch_size > 1:
         num_bootstrap = min(max(num_bootstrap, 1), batch_size - 1)

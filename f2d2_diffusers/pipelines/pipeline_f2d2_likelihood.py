@@ -8,7 +8,7 @@ import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
 
-from ..dequantization import bits_per_dim, dequantize, levels_to_model_space, standard_normal_log_prob
+from ..dequantization import bits_per_dim, dequantize, levels_to_model_space, pixels_to_levels, standard_normal_log_prob
 from ..flow_map import integrate_flow_map
 from .pipeline_utils import F2D2BasePipeline
 
@@ -65,9 +65,7 @@ class F2D2LikelihoodPipeline(F2D2BasePipeline):
                     )
                 arrays.append(np.asarray(image.convert(mode), dtype=np.uint8).reshape(shape[1], shape[2], shape[0]))
             # 8-bit pixels onto the model's grey levels.
-            levels = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float64)
-            top = (num_levels or 256) - 1
-            return torch.from_numpy(np.rint(levels * top / 255.0).astype(np.int64))
+            return torch.from_numpy(pixels_to_levels(np.stack(arrays).transpose(0, 3, 1, 2), num_levels or 256))
         if isinstance(images, (list, tuple)):
             if not images:
                 raise ValueError("no input was given")

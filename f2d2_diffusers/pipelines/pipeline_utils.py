@@ -4,7 +4,7 @@ from typing import Optional, Tuple, Union
 
 from diffusers import DiffusionPipeline, ModelMixin
 
-from ..models import F2D2MLPModel, F2D2UNet2DModel
+from ..models import F2D2MLPModel, F2D2UNet2DModel, sample_shape
 from ..schedulers import F2D2Scheduler
 
 
@@ -37,14 +37,7 @@ class F2D2BasePipeline(DiffusionPipeline):
     def _model_sample_shape(self) -> Optional[Tuple[int, ...]]:
         """Shape of one sample from the model's config: ``(C, H, W)`` for image models (``in_channels`` and
         ``sample_size``), ``(d,)`` for vector models (``sample_size``), ``None`` when the config does not say."""
-        config = self.unet.config
-        size = config.get("sample_size")
-        if size is None:
-            return None
-        if "in_channels" in config:
-            height, width = (size, size) if isinstance(size, int) else tuple(size)
-            return (config["in_channels"], height, width)
-        return (size,)
+        return sample_shape(self.unet.config)
 
     def _resolve_num_levels(self, num_levels: Optional[int]) -> Optional[int]:
         if num_levels is None:

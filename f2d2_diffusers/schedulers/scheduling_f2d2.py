@@ -8,7 +8,7 @@ from diffusers import SchedulerMixin  # noqa: F401  (diffusers finds the loading
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.utils import BaseOutput
 
-from ..flow_map import TIMESTEP_SCALE, flow_map_step
+from ..flow_map import TIMESTEP_SCALE, flow_map_step, interpolant
 
 DIRECTIONS = ("sample", "likelihood")
 
@@ -88,8 +88,7 @@ class F2D2Scheduler(SchedulerMixin, ConfigMixin):
     def scale_noise(self, sample: torch.Tensor, timestep: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The interpolant ``(1 - sigma) * sample + sigma * noise`` at ``sigma = timestep / num_train_timesteps``."""
         sigma = torch.as_tensor(timestep, device=sample.device, dtype=sample.dtype) / self.config.num_train_timesteps
-        sigma = sigma.reshape(*sigma.shape, *([1] * (sample.ndim - sigma.ndim)))
-        return (1.0 - sigma) * sample + sigma * noise
+        return interpolant(sample, noise, sigma)
 
     def _apply_shift(self, sigmas: torch.Tensor) -> torch.Tensor:
         shift = self.config.shift

@@ -10,7 +10,7 @@ from diffusers import UNet2DModel
 
 from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2MLPModel, F2D2Scheduler, F2D2UNet2DModel, FlowMatchingMLPModel
 from f2d2_diffusers.data import load_toy
-from f2d2_diffusers.metrics import auroc
+from f2d2_diffusers.evaluation.metrics import auroc
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_ood.py"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

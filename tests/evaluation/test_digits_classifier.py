@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from f2d2_diffusers import DigitsClassifier, dequantize
+from f2d2_diffusers import dequantize
+from f2d2_diffusers.evaluation import DigitsClassifier
 from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels
 
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "digits-classifier"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from f2d2_diffusers.metrics import auroc, energy_distance, frechet_distance, mmd_rbf
+from f2d2_diffusers.evaluation.metrics import auroc, energy_distance, frechet_distance, mmd_rbf
 
 
 def test_frechet_distance_of_identical_sets_is_zero():

@@ -125,18 +125,16 @@ def auroc(scores_in, scores_out) -> float:
     """Area under the ROC curve for telling out-of-distribution from in-distribution points by a score.
 
     Convention: a **higher score means more anomalous** (e.g. bits/dim or NLL); OOD is the positive class. The value
-    is ``P(s_out > s_in) + P(s_out = s_in) / 2`` over all (in, out) pairs: the Mann-Whitney U statistic from average
-    ranks, so ties count one half. 1 = perfectly separated, 0.5 = indistinguishable, 0 = separated the wrong way.
+    is ``P(s_out > s_in) + P(s_out = s_in) / 2`` over all (in, out) pairs (scikit-learn's ``roc_auc_score``, so
+    ties count one half). 1 = perfectly separated, 0.5 = indistinguishable, 0 = separated the wrong way.
 
     Args:
         scores_in: ``(N_in,)`` scores of in-distribution points.
         scores_out: ``(N_out,)`` scores of OOD points.
     """
-    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
 
     s_in = _as_2d_float64(scores_in, "scores_in").flatten().numpy()
     s_out = _as_2d_float64(scores_out, "scores_out").flatten().numpy()
-    ranks = rankdata(np.concatenate([s_in, s_out]))  # average ranks for ties
-    n_in, n_out = len(s_in), len(s_out)
-    u = ranks[n_in:].sum() - n_out * (n_out + 1) / 2
-    return float(u / (n_in * n_out))
+    labels = np.concatenate([np.zeros(len(s_in)), np.ones(len(s_out))])
+    return float(roc_auc_score(labels, np.concatenate([s_in, s_out])))
