@@ -15,7 +15,8 @@ Each row: network calls (nfe), wall seconds, mean score (bits/dim for digits, NL
 error and per-sample mean absolute error against the reference, and wall time relative to 2-step F2D2 measured
 in the same run. The issue's two targets are computed at the end.
 
-Writes ``<output_dir>/likelihood_<dataset>.json`` and ``likelihood_<dataset>.png`` (error vs wall time).
+Writes ``<output_dir>/likelihood_<dataset>.json`` and ``likelihood_<dataset>.png`` (error vs wall time); the
+default ``<output_dir>`` is ``benchmarks/results`` (the committed numbers), ``outputs/benchmarks-quick`` with ``--quick``.
 
     python benchmarks/bench_likelihood.py --quick          # a few test points, loose tolerances (CI)
     python benchmarks/bench_likelihood.py                  # whole test splits (the README numbers)
@@ -27,16 +28,21 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import RESULTS_DIR, SHIPPED, load_test_data, require_folders, score, score_unit, timed  # noqa: E402
+from f2d2_diffusers.calibration import likelihood_score, likelihood_score_unit
+from f2d2_diffusers.data import load_test_split
+from f2d2_diffusers.evaluation.reports import benchmark_paths, require_folders, timed, write_json
 
-DATASETS = ("digits", "checkerboard")
+PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
+#: Data sets with shipped checkpoints, in run order (digits, checkerboard).
+DATASETS = tuple(PATHS.shipped)
 F2D2_STEPS = (1, 2, 4, 8)
 EVALUATIONS = ("bidirectional", "paper")
 #: Network-call budgets at which target (b) compares F2D2 with fixed-step integration.
@@ -87,16 +93,22 @@ def parse_args(argv=None):
     p.add_argument("--rtol", type=float, default=None, help="override the dopri5 tolerances (reference and flow_matching)")
     p.add_argument("--atol", type=float, default=None)
     p.add_argument("--seed", type=int, default=0, help="dequantisation noise and Hutchinson probes")
-    p.add_argument("--output_dir", default=RESULTS_DIR)
+    p.add_argument("--output_dir", default=None,
+                   help="default: benchmarks/results; with --quick outputs/benchmarks-quick (never the committed results)")
     p.add_argument("--reuse_teacher_rows", action="store_true",
                    help="take the teacher-side rows (reference, flow_matching, fixed-step) from <output_dir>/cache/ when "
                         "they were computed for the same teacher weights, data and settings, and recompute only the "
                         "F2D2 rows (seconds after retraining a student; their wall times then come from that earlier run)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.output_dir = args.output_dir or PATHS.output_dir(args.quick)
+    return args
 
 
 def _teacher_cache(teacher_path, dataset, n, cfg, seed, fm_version, output_dir):
-    """``(path, key)`` of the teacher-side rows' cache: the teacher's weights, the data and every setting."""
+    """``(stem, key)`` of the teacher-side rows' cache: the teacher's weights, the data and every setting.
+
+    The cache is ``<stem>.json`` (key, date, rows) and ``<stem>.safetensors`` (per-point scores by row name).
+    """
     import hashlib
 
     digest = hashlib.sha256()
@@ -110,7 +122,29 @@ def _teacher_cache(teacher_path, dataset, n, cfg, seed, fm_version, output_dir):
     settings = json.dumps(dict(dataset=dataset, n=n, seed=seed, fm=fm_version, torch=torch.__version__,
                                cfg={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}), sort_keys=True)
     digest.update(settings.encode())
-    return os.path.join(output_dir, "cache", f"likelihood_{dataset}_teacher_rows.pt"), digest.hexdigest()
+    return os.path.join(output_dir, "cache", f"likelihood_{dataset}_teacher_rows"), digest.hexdigest()
+
+
+def save_teacher_rows(stem: str, key: str, scores: dict, rows: list) -> None:
+    """Cache the teacher-side rows: their per-point scores (safetensors) and the rows themselves (JSON)."""
+    os.makedirs(os.path.dirname(stem), exist_ok=True)
+    save_file({name: s.contiguous() for name, s in scores.items()}, stem + ".safetensors", metadata={"key": key})
+    write_json(stem + ".json", dict(key=key, date=time.strftime("%Y-%m-%d %H:%M:%S"), rows=rows))
+
+
+def load_teacher_rows(stem: str, key: str):
+    """``(cache or None, note)``: the cache of :func:`save_teacher_rows` as ``{key, date, rows, scores}`` when both
+    files are there and were written for ``key``."""
+    if not (os.path.isfile(stem + ".json") and os.path.isfile(stem + ".safetensors")):
+        return None, f"NOTE: no cache at {stem}.json/.safetensors; recomputing every row"
+    with open(stem + ".json") as f:
+        blob = json.load(f)
+    with safe_open(stem + ".safetensors", framework="pt") as f:
+        tensor_key = (f.metadata() or {}).get("key")
+    if blob.get("key") != key or tensor_key != key:
+        return None, f"NOTE: {stem}.json is for another teacher, data or settings; recomputing every row"
+    blob["scores"] = load_file(stem + ".safetensors")
+    return blob, f"reusing {len(blob['rows'])} teacher-side rows from {stem}.json ({blob.get('date')})"
 
 
 # --------------------------------------------------------------------------------------------------- flow_matching
@@ -170,9 +204,9 @@ def run_dataset(dataset, student_path, teacher_path, cfg, args, mode, partial_pa
     from f2d2_diffusers import F2D2LikelihoodPipeline, load_teacher, reference_log_likelihood
 
     require_folders(student_path, teacher_path)
-    data, num_levels = load_test_data(dataset, cfg["num_samples"], args.seed)
+    data, num_levels = load_test_split(dataset, cfg["num_samples"], args.seed)
     n, num_dims = len(data), data[0].numel()
-    unit = score_unit(num_levels)
+    unit = likelihood_score_unit(num_levels)
     fm_available, fm_version, fm_reason = flow_matching_status()
     if not fm_available:
         print(f"NOTE: {fm_reason}. The flow_matching rows are marked skipped.")
@@ -195,15 +229,8 @@ def run_dataset(dataset, student_path, teacher_path, cfg, args, mode, partial_pa
     cache_path, cache_key = _teacher_cache(teacher_path, dataset, n, cfg, args.seed, fm_version, args.output_dir)
     cached = None
     if getattr(args, "reuse_teacher_rows", False):
-        if os.path.isfile(cache_path):
-            blob = torch.load(cache_path, weights_only=False)
-            if blob.get("key") == cache_key:
-                cached = blob
-                print(f"reusing {len(blob['rows'])} teacher-side rows from {cache_path} ({blob.get('date')})")
-            else:
-                print(f"NOTE: {cache_path} is for another teacher, data or settings; recomputing every row")
-        else:
-            print(f"NOTE: no cache at {cache_path}; recomputing every row")
+        cached, note = load_teacher_rows(cache_path, cache_key)
+        print(note)
     if cached:
         reference["score"] = cached["scores"][cached["rows"][0]["name"]]
         for row in cached["rows"]:
@@ -214,7 +241,7 @@ def run_dataset(dataset, student_path, teacher_path, cfg, args, mode, partial_pa
 
     def add_row(name, method, divergence, steps, nfe, log_prob, seconds, points=None, vjp_per_call=0, **extra):
         points = n if points is None else points
-        s = score(log_prob, num_dims, num_levels)
+        s = likelihood_score(log_prob, num_dims, num_levels)
         if method != "f2d2":
             scores[name] = s
         row = dict(name=name, method=method, divergence=divergence, steps=steps, nfe=nfe, num_points=points,
@@ -292,12 +319,11 @@ def run_dataset(dataset, student_path, teacher_path, cfg, args, mode, partial_pa
         if cached and not (isinstance(job, tuple) and job[0] == "f2d2"):
             continue
         if rows and partial_path:  # what is done so far, in case the run is stopped
-            with open(partial_path, "w") as f:
-                json.dump(build_report(False), f, indent=2)
+            write_json(partial_path, build_report(False))
         if job == "reference":
             out, seconds = timed(lambda: reference_log_likelihood(
                 teacher, data, method="dopri5", divergence="exact", rtol=cfg["rtol"], atol=cfg["atol"]))
-            reference["score"] = score(out.log_prob, num_dims, num_levels)
+            reference["score"] = likelihood_score(out.log_prob, num_dims, num_levels)
             add_row("reference dopri5 exact (ours)", "reference", "exact", None, out.nfe, out.log_prob, seconds,
                     vjp_per_call=num_dims, rtol=cfg["rtol"], atol=cfg["atol"])
         elif job[0] == "f2d2":
@@ -340,9 +366,7 @@ def run_dataset(dataset, student_path, teacher_path, cfg, args, mode, partial_pa
                     probes=None if exact else cfg["probes"])
     progress.close()
     if not cached:
-        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        torch.save(dict(key=cache_key, date=time.strftime("%Y-%m-%d %H:%M:%S"), scores=scores,
-                        rows=[r for r in rows if r["method"] != "f2d2"]), cache_path)
+        save_teacher_rows(cache_path, cache_key, scores, [r for r in rows if r["method"] != "f2d2"])
     return build_report(True)
 
 
@@ -468,7 +492,7 @@ def main(args):
     # Check every folder first, so a typo fails before minutes of work.
     paths = {}
     for dataset in datasets:
-        student, teacher = SHIPPED[dataset]
+        student, teacher = PATHS.shipped[dataset]
         paths[dataset] = (args.student or student, args.teacher or teacher)
         require_folders(*paths[dataset])
     start = time.perf_counter()
@@ -481,8 +505,7 @@ def main(args):
         name = os.path.join(args.output_dir, f"likelihood_{dataset}")
         report = run_dataset(dataset, *paths[dataset], cfg, args, mode, partial_path=name + ".json")
         report["total_seconds"] = time.perf_counter() - t0
-        with open(name + ".json", "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(name + ".json", report)
         plot(report, name + ".png")
         print_summary(report)
         print(f"wrote {name}.json and .png ({report['total_seconds']:.0f} s)")

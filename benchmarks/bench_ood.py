@@ -29,7 +29,8 @@ distillation run, e.g. (about 10 minutes on one CPU thread)::
 
 Without ``--early_student`` the ranking is skipped with a note in the JSON.
 
-Writes ``ood_<dataset>.json`` and ``ood_<dataset>.png`` (AUROC bars; score histograms of the 1-step map).
+Writes ``ood_<dataset>.json`` and ``ood_<dataset>.png`` (AUROC bars; score histograms of the 1-step map) to
+``--output_dir`` (default ``benchmarks/results``, the committed numbers; ``outputs/benchmarks-quick`` with ``--quick``).
 
     python benchmarks/bench_ood.py --early_student /tmp/f2d2-early     # full
     python benchmarks/bench_ood.py --quick          # CI: small subsets, few probes, rtol = atol = 1e-3
@@ -37,17 +38,20 @@ Writes ``ood_<dataset>.json`` and ``ood_<dataset>.png`` (AUROC bars; score histo
 
 import argparse
 import os
-import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import RESULTS_DIR, SHIPPED, load_test_data, require_folders, score, timed, write_json  # noqa: E402
+from f2d2_diffusers.calibration import likelihood_score
+from f2d2_diffusers.data import load_test_split
+from f2d2_diffusers.evaluation.reports import benchmark_paths, require_folders, timed, write_json
 
-DATASETS = ("digits", "checkerboard")
+PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
+#: Data sets with shipped checkpoints, in run order (digits, checkerboard).
+DATASETS = tuple(PATHS.shipped)
 F2D2_STEPS = (1, 2)
 TOY_OOD = ("eight_gaussians", "two_moons")
 EARLY_STUDENT_COMMAND = (
@@ -75,8 +79,10 @@ def parse_args(argv=None):
     p.add_argument("--hutchinson_probes", type=int, default=None, help="default 8 (quick 4)")
     p.add_argument("--rtol", type=float, default=None, help="reference solver rtol = atol (default 1e-3 digits, 1e-5 2-D)")
     p.add_argument("--seed", type=int, default=0, help="seed of the dequantisation noise, the noise set and the probes")
-    p.add_argument("--output_dir", default=RESULTS_DIR)
+    p.add_argument("--output_dir", default=None,
+                   help="default: benchmarks/results; with --quick outputs/benchmarks-quick (never the committed results)")
     args = p.parse_args(argv)
+    args.output_dir = args.output_dir or PATHS.output_dir(args.quick)
     if args.dataset == "all" and (args.student or args.teacher):
         p.error("--student/--teacher need a single --dataset")
     return args
@@ -109,7 +115,7 @@ def model_space_sets(dataset: str, num_points: int, seed: int):
         sets = {name: dequantize(v, DIGITS_NUM_LEVELS, generator=torch.Generator().manual_seed(seed))
                 for name, v in levels.items()}
         return sets, descriptions, DIGITS_NUM_LEVELS
-    test, _ = load_test_data(dataset, num_points)
+    test, _ = load_test_split(dataset, num_points)
     sets = {f"in ({dataset} test)": test}
     descriptions = {f"in ({dataset} test)": f"load_toy({dataset!r}, 'test', {len(test)})"}
     for name in TOY_OOD:
@@ -120,7 +126,7 @@ def model_space_sets(dataset: str, num_points: int, seed: int):
 
 def f2d2_scores(pipe, data: torch.Tensor, steps: int, num_levels):
     out = pipe(data, num_inference_steps=steps, dequantize=False)
-    return score(out.log_prob, data[0].numel(), num_levels), out.nfe
+    return likelihood_score(out.log_prob, data[0].numel(), num_levels), out.nfe
 
 
 def reference_scores(model, data: torch.Tensor, settings: dict, num_levels, seed: int):
@@ -130,7 +136,7 @@ def reference_scores(model, data: torch.Tensor, settings: dict, num_levels, seed
         model, data, divergence=settings["divergence"], num_probes=settings["probes"], rtol=settings["rtol"],
         atol=settings["rtol"], num_levels=num_levels, generator=torch.Generator().manual_seed(seed), show_progress=True,
     )
-    return score(out.log_prob, data[0].numel(), num_levels), out.nfe
+    return likelihood_score(out.log_prob, data[0].numel(), num_levels), out.nfe
 
 
 def split_by_set(scores: torch.Tensor, sizes):
@@ -149,8 +155,8 @@ def run_dataset(dataset: str, args) -> dict:
     from f2d2_diffusers import F2D2LikelihoodPipeline, load_teacher
 
     kind = "digits" if dataset == "digits" else "toy"
-    student_path = args.student or SHIPPED[dataset][0]
-    teacher_path = args.teacher or SHIPPED[dataset][1]
+    student_path = args.student or PATHS.shipped[dataset][0]
+    teacher_path = args.teacher or PATHS.shipped[dataset][1]
     require_folders(student_path, teacher_path)
     quick = QUICK[kind] if args.quick else {}
     divergence, probes, rtol, subset = REFERENCE_DEFAULTS[kind]

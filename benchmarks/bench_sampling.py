@@ -3,10 +3,10 @@
 
 Methods (every one starts from the same seeded initial noise, one draw per data set):
 
-- teacher Euler, 1 .. 200 steps on the **uniform** grid ``sigma_k = 1 - k/N`` ending exactly at ``sigma = 0``.
-  Image teachers (``UNet2DModel``) run through diffusers' ``FlowMatchEulerDiscreteScheduler`` with these
-  ``sigmas`` passed explicitly (its default few-step grid would end at ``sigma = 0.001``, not at the data); vector
-  teachers run a plain Euler loop over ``f2d2_diffusers.evaluate_velocity`` with float timesteps.
+- teacher Euler, 1 .. 200 steps on the **uniform** grid ``sigma_k = 1 - k/N`` ending exactly at ``sigma = 0``
+  (``f2d2_diffusers.teacher_euler_sample``): diffusers' ``FlowMatchEulerDiscreteScheduler`` (the teacher's saved
+  one when its folder has ``scheduler/``) with these ``sigmas`` passed explicitly (its default few-step grid would
+  end at ``sigma = 0.001``, not at the data), image and vector teachers alike, float timesteps.
 - F2D2 (``F2D2Pipeline``), 1, 2, 4, 8 steps on its uniform grid; the log-density of each sample comes free and is
   reported as mean bits/dim (digits) or mean NLL (2-D).
 
@@ -25,7 +25,8 @@ The issue's target, "2-step F2D2 within 20% of the teacher's 100-step Euler", is
 scores (FD on the test split; energy distance) and a boolean ``ratio <= 1.2``.
 
 Writes ``sampling_<dataset>.json``, ``samples_<dataset>.png`` (digits: one row per method and step count, the same
-16 noises in each column; 2-D: scatter panels) and ``sampling_<dataset>.png`` (score against steps).
+16 noises in each column; 2-D: scatter panels) and ``sampling_<dataset>.png`` (score against steps) to
+``--output_dir`` (default ``benchmarks/results``, the committed numbers; ``outputs/benchmarks-quick`` with ``--quick``).
 
     python benchmarks/bench_sampling.py            # full: digits (500 samples) and checkerboard (2000 samples)
     python benchmarks/bench_sampling.py --quick    # CI: fewer samples, teacher at 1, 2, 4, 8, 100 steps
@@ -33,19 +34,22 @@ Writes ``sampling_<dataset>.json``, ``samples_<dataset>.png`` (digits: one row p
 
 import argparse
 import os
-import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import DIGITS_CLASSIFIER, RESULTS_DIR, SHIPPED, load_test_data, require_folders, timed, write_json  # noqa: E402
+from f2d2_diffusers import sample_shape, teacher_euler_sample
+from f2d2_diffusers.data import load_test_split
+from f2d2_diffusers.evaluation.reports import benchmark_paths, require_folders, timed, write_json
 
+PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
 TEACHER_STEPS = (1, 2, 4, 8, 16, 32, 64, 100, 200)
 TEACHER_STEPS_QUICK = (1, 2, 4, 8, 100)
 F2D2_STEPS = (1, 2, 4, 8)
-DATASETS = ("digits", "checkerboard")
+#: Data sets with shipped checkpoints, in run order (digits, checkerboard).
+DATASETS = tuple(PATHS.shipped)
 #: Seed of the 2,000 fresh reference points for 2-D scores (the train/test splits use seeds 0 and 1).
 REFERENCE_SEED = 2024
 REFERENCE_POINTS = 2000
@@ -63,12 +67,14 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="few samples and teacher steps 1, 2, 4, 8, 100 (CI)")
     p.add_argument("--student", default=None, help="F2D2 pipeline folder (default: the shipped one; one --dataset only)")
     p.add_argument("--teacher", default=None, help="teacher folder (default: the shipped one; one --dataset only)")
-    p.add_argument("--classifier", default=DIGITS_CLASSIFIER, help="DigitsClassifier folder (digits only)")
+    p.add_argument("--classifier", default=PATHS.digits_classifier, help="DigitsClassifier folder (digits only)")
     p.add_argument("--num_samples", type=int, default=0, help="samples per method (0: 500 digits / 2000 2-D; quick 128 / 500)")
     p.add_argument("--reference_points", type=int, default=REFERENCE_POINTS, help="fresh 2-D reference points (2,000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise shared by all methods")
-    p.add_argument("--output_dir", default=RESULTS_DIR)
+    p.add_argument("--output_dir", default=None,
+                   help="default: benchmarks/results; with --quick outputs/benchmarks-quick (never the committed results)")
     args = p.parse_args(argv)
+    args.output_dir = args.output_dir or PATHS.output_dir(args.quick)
     if args.dataset == "all" and (args.student or args.teacher):
         p.error("--student/--teacher need a single --dataset")
     if args.num_samples < 0:
@@ -76,41 +82,23 @@ def parse_args(argv=None):
     return args
 
 
-def teacher_euler(teacher, scheduler_folder, noise: torch.Tensor, steps: int) -> torch.Tensor:
-    """Euler from ``sigma = 1`` to ``0`` on the uniform grid ``1 - k/steps``, ``steps`` teacher calls."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+def teacher_scheduler(teacher_path: str):
+    """The teacher's saved ``FlowMatchEulerDiscreteScheduler`` (``<teacher>/scheduler``), or ``None`` (a fresh one)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from f2d2_diffusers import evaluate_velocity
-
-    sigmas = np.linspace(1.0, 0.0, steps + 1)
-    x = noise.clone()
-    with torch.no_grad():
-        if isinstance(teacher, UNet2DModel):
-            config_dir = os.path.join(scheduler_folder, "scheduler")
-            scheduler = (FlowMatchEulerDiscreteScheduler.from_pretrained(config_dir) if os.path.isdir(config_dir)
-                         else FlowMatchEulerDiscreteScheduler())
-            # Explicit sigmas: the scheduler appends the terminal sigma = 0 (its default grid stops at 0.001).
-            scheduler.set_timesteps(sigmas=list(sigmas[:-1]))
-            for t in scheduler.timesteps:
-                velocity = teacher(x, t.expand(x.shape[0]).float()).sample
-                x = scheduler.step(velocity, t, x).prev_sample
-        else:
-            for s0, s1 in zip(sigmas[:-1], sigmas[1:]):
-                x = x + float(s1 - s0) * evaluate_velocity(teacher, x, float(s0))
-    return x
+    folder = os.path.join(teacher_path, "scheduler")
+    return FlowMatchEulerDiscreteScheduler.from_pretrained(folder) if os.path.isdir(folder) else None
 
 
-def is_image_data(teacher) -> bool:
-    return "in_channels" in teacher.config
-
-
-def sample_shape(teacher):
-    config = teacher.config
-    size = config["sample_size"]
-    if "in_channels" in config:
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        return (config["in_channels"], h, w)
-    return (size,)
+def sampling_target(rows, names) -> dict:
+    """The issue's target per score in ``names``: 2-step F2D2 / 100-step teacher Euler, met when ``<= TARGET_RATIO``."""
+    by = {(r["method"], r["steps"]): r for r in rows}
+    target = {}
+    for name in names:
+        ratio = by[("F2D2", 2)][name] / max(by[("teacher Euler", 100)][name], 1e-12)
+        target[name] = dict(f2d2_2_steps=by[("F2D2", 2)][name], teacher_euler_100_steps=by[("teacher Euler", 100)][name],
+                            ratio=ratio, within_20_percent=bool(ratio <= TARGET_RATIO))
+    return target
 
 
 def make_scorer(dataset: str, classifier_path: str, num_samples: int, reference_points: int = REFERENCE_POINTS):
@@ -128,7 +116,7 @@ def make_scorer(dataset: str, classifier_path: str, num_samples: int, reference_
             with torch.no_grad():
                 return torch.cat([clf.features(b.clamp(-1, 1)) for b in x.split(512)])
 
-        test, _ = load_test_data("digits", 0, seed=0)
+        test, _ = load_test_split("digits", 0, seed=0)
         train = dequantize(load_digits_levels("train"), DIGITS_NUM_LEVELS, generator=torch.Generator().manual_seed(0))
         f_test, f_train = features(test), features(train)
 
@@ -149,26 +137,28 @@ def make_scorer(dataset: str, classifier_path: str, num_samples: int, reference_
         return dict(energy_distance=metrics.energy_distance(x, reference),
                     mmd=metrics.mmd_rbf(x, reference, bandwidths=MMD_BANDWIDTHS))
 
-    test, _ = load_test_data(dataset, num_samples)  # as many test points as samples: the same finite-sample bias
+    test, _ = load_test_split(dataset, num_samples)  # as many test points as samples: the same finite-sample bias
     return score, score(test), f"{reference_points} fresh {dataset} points (sample_toy seed {REFERENCE_SEED}); MMD^2 biased, bandwidths {list(MMD_BANDWIDTHS)}"
 
 
 def run_dataset(dataset: str, args) -> dict:
     from f2d2_diffusers import F2D2Pipeline, load_teacher
 
-    student_path = args.student or SHIPPED[dataset][0]
-    teacher_path = args.teacher or SHIPPED[dataset][1]
+    student_path = args.student or PATHS.shipped[dataset][0]
+    teacher_path = args.teacher or PATHS.shipped[dataset][1]
     require_folders(student_path, teacher_path, *([args.classifier] if dataset == "digits" else []))
     num_samples = args.num_samples or (QUICK_SAMPLES if args.quick else DEFAULT_SAMPLES)[dataset]
     teacher_steps = TEACHER_STEPS_QUICK if args.quick else TEACHER_STEPS
 
     teacher = load_teacher(teacher_path)
+    scheduler = teacher_scheduler(teacher_path)
     pipe = F2D2Pipeline.from_pretrained(student_path)
     pipe.set_progress_bar_config(disable=True)
     score, floor, reference = make_scorer(dataset, args.classifier, num_samples, args.reference_points)
-    real, _ = load_test_data(dataset, 0 if is_image_data(teacher) else num_samples)
-    noise = torch.randn((num_samples, *sample_shape(teacher)), generator=torch.Generator().manual_seed(args.seed))
-    is_image = noise.ndim == 4
+    shape = sample_shape(teacher.config)
+    is_image = len(shape) == 3
+    real, _ = load_test_split(dataset, 0 if is_image else num_samples)
+    noise = torch.randn((num_samples, *shape), generator=torch.Generator().manual_seed(args.seed))
 
     rows, samples = [dict(method="data", steps=None, nfe=0, seconds=0.0, **floor)], {("data", "test"): real}
     jobs = [("teacher Euler", k) for k in teacher_steps] + [("F2D2", k) for k in F2D2_STEPS]
@@ -180,7 +170,7 @@ def run_dataset(dataset: str, args) -> dict:
             extra = {"sample_bits_per_dim" if is_image else "sample_nll": (out.bits_per_dim if is_image else -out.log_prob).mean().item()}
             nfe = out.nfe
         else:
-            x, seconds = timed(lambda: teacher_euler(teacher, teacher_path, noise, steps))
+            x, seconds = timed(lambda: teacher_euler_sample(teacher, noise, steps, scheduler))
             x = x.clamp(-1, 1) if is_image else x
             nfe = steps
         if not torch.isfinite(x).all():
@@ -189,17 +179,11 @@ def run_dataset(dataset: str, args) -> dict:
         rows.append(dict(method=method, steps=steps, nfe=nfe, seconds=seconds, **score(x), **extra))
 
     key = PRIMARY[dataset]
-    by = {(r["method"], r["steps"]): r for r in rows}
-    target = {}
-    for name in ([key, "fd_train"] if dataset == "digits" else [key, "mmd"]):
-        ratio = by[("F2D2", 2)][name] / max(by[("teacher Euler", 100)][name], 1e-12)
-        target[name] = dict(f2d2_2_steps=by[("F2D2", 2)][name], teacher_euler_100_steps=by[("teacher Euler", 100)][name],
-                            ratio=ratio, within_20_percent=bool(ratio <= TARGET_RATIO))
+    target = sampling_target(rows, [key, "fd_train"] if dataset == "digits" else [key, "mmd"])
     report = dict(
         dataset=dataset, quick=args.quick, student=student_path, teacher=teacher_path, num_samples=num_samples,
         noise=f"torch.randn with torch.Generator().manual_seed({args.seed}), shape {list(noise.shape)}, shared by every method",
-        teacher_sampler=("diffusers FlowMatchEulerDiscreteScheduler with explicit uniform sigmas 1 - k/N (terminal 0)" if is_image
-                         else "plain Euler over evaluate_velocity, uniform sigmas 1 - k/N, float timesteps"),
+        teacher_sampler="diffusers FlowMatchEulerDiscreteScheduler with explicit uniform sigmas 1 - k/N (terminal 0)",
         reference=reference, primary_score=key,
         target=dict(description="2-step F2D2 score / teacher 100-step Euler score; met when <= 1.2 (lower is better). "
                                 f"The issue's score is {key}; the second one is given for context.",

@@ -17,7 +17,8 @@ Peak memory: the process's peak resident set size (``VmHWM`` in ``/proc/self/sta
 resident set just before it, after ``malloc_trim(0)`` and resetting the peak with ``/proc/self/clear_refs`` (Linux).
 No psutil, and it sees PyTorch's CPU allocations, which ``tracemalloc`` does not.
 
-Writes ``<output_dir>/scaling.json`` (with a markdown table) and ``scaling.png``.
+Writes ``<output_dir>/scaling.json`` (with a markdown table) and ``scaling.png``; the default ``<output_dir>`` is
+``benchmarks/results`` (the committed numbers), ``outputs/benchmarks-quick`` with ``--quick``.
 
     python benchmarks/bench_scaling.py --quick
     python benchmarks/bench_scaling.py
@@ -26,19 +27,20 @@ Writes ``<output_dir>/scaling.json`` (with a markdown table) and ``scaling.png``
 import argparse
 import ctypes
 import gc
-import json
 import os
 import platform
 import statistics
-import sys
 import time
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import RESULTS_DIR, SHIPPED, load_test_data, require_folders, timed  # noqa: E402
+from f2d2_diffusers import sample_shape
+from f2d2_diffusers.data import load_test_split
+from f2d2_diffusers.evaluation.reports import benchmark_paths, require_folders, timed, write_json
 
+PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
 CONFIGS = {
     "full": dict(batch_sizes=(1, 8, 32, 128), image_sizes=(8, 16, 32), image_batch=8, rtol=1e-3, atol=1e-3,
                  midpoint_steps=16),
@@ -49,12 +51,15 @@ F2D2_STEPS = 2
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--student", default=SHIPPED["digits"][0], help="F2D2 pipeline folder (8x8 digits)")
-    p.add_argument("--teacher", default=SHIPPED["digits"][1], help="its teacher folder")
+    p.add_argument("--student", default=PATHS.shipped["digits"][0], help="F2D2 pipeline folder (8x8 digits)")
+    p.add_argument("--teacher", default=PATHS.shipped["digits"][1], help="its teacher folder")
     p.add_argument("--quick", action="store_true", help="batch sizes 1, 8; image sizes 8, 16; loose reference")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output_dir", default=RESULTS_DIR)
-    return p.parse_args(argv)
+    p.add_argument("--output_dir", default=None,
+                   help="default: benchmarks/results; with --quick outputs/benchmarks-quick (never the committed results)")
+    args = p.parse_args(argv)
+    args.output_dir = args.output_dir or PATHS.output_dir(args.quick)
+    return args
 
 
 # ----------------------------------------------------------------------------------------------------- memory
@@ -135,8 +140,8 @@ def main(args):
     except (OSError, ValueError) as exc:
         raise SystemExit(f"error: {exc}")
     pipe.set_progress_bar_config(disable=True)
-    data, _ = load_test_data("digits", 0, args.seed)
-    if data.shape[1:] != (pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size):
+    data, _ = load_test_split("digits", 0, args.seed)
+    if tuple(data.shape[1:]) != sample_shape(pipe.unet.config):
         raise SystemExit(f"error: {args.student} does not score 8x8 digits (sample shape {tuple(data.shape[1:])})")
 
     rows = []
@@ -195,8 +200,7 @@ def main(args):
                      threads=torch.get_num_threads(), cpu_count=os.cpu_count()),
         rows=rows, markdown_table=table, total_seconds=time.perf_counter() - start,
     )
-    with open(os.path.join(args.output_dir, "scaling.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(os.path.join(args.output_dir, "scaling.json"), report)
     plot(rows, os.path.join(args.output_dir, "scaling.png"))
     print("\n" + table)
     print(f"wrote {args.output_dir}/scaling.json and .png ({report['total_seconds']:.0f} s)")

@@ -11,15 +11,15 @@ Writes ``<output_dir>/calibration_<dataset>.json`` and ``calibration_<dataset>.p
 """
 
 import argparse
-import json
 import os
-import sys
+from pathlib import Path
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import REPO_ROOT, load_test_data, require_folders  # noqa: E402
+from f2d2_diffusers.data import EMBEDDED_DATASETS, load_test_split
+from f2d2_diffusers.evaluation.reports import benchmark_paths, require_folders, write_json
 
+PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
 GRIDS = (1, 2, 4, 8)
 
 
@@ -27,14 +27,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--student", required=True, help="F2D2 pipeline folder")
     p.add_argument("--teacher", required=True, help="teacher folder (unet/ inside)")
-    p.add_argument("--dataset", required=True, choices=["digits", "checkerboard", "eight_gaussians", "two_moons", "rings"])
+    p.add_argument("--dataset", required=True, choices=EMBEDDED_DATASETS)
     p.add_argument("--num_samples", type=int, default=0, help="test points to score (0: the whole test split)")
     p.add_argument("--divergence", default="exact", choices=["exact", "hutchinson"], help="reference divergence")
     p.add_argument("--hutchinson_probes", type=int, default=16)
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--atol", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0, help="seed of the dequantisation noise (the same for both sides)")
-    p.add_argument("--output_dir", default="benchmarks/results")
+    p.add_argument("--output_dir", default=PATHS.results_dir, help="default: benchmarks/results")
     p.add_argument("--update_card", action="store_true",
                    help="also write the table into the student's model card (README.md, calibration section)")
     return p.parse_args(argv)
@@ -51,7 +51,7 @@ def main(args):
 
     require_folders(args.student, args.teacher)
     os.makedirs(args.output_dir, exist_ok=True)
-    data, num_levels = load_test_data(args.dataset, args.num_samples, args.seed)
+    data, num_levels = load_test_split(args.dataset, args.num_samples, args.seed)
 
     teacher = load_teacher(args.teacher)
     pipe = F2D2LikelihoodPipeline.from_pretrained(args.student)
@@ -91,9 +91,9 @@ def main(args):
         print(f"    state error (L2)      {[round(v, 3) for v in s['state_error']]}")
 
     name = f"calibration_{args.dataset}"
-    with open(os.path.join(args.output_dir, name + ".json"), "w") as f:
-        json.dump(dict(student=args.student, teacher=args.teacher, dataset=args.dataset, num_points=len(data),
-                       unit=unit, reference_divergence=args.divergence, rows=rows, segments=segments), f, indent=2)
+    write_json(os.path.join(args.output_dir, name + ".json"),
+               dict(student=args.student, teacher=args.teacher, dataset=args.dataset, num_points=len(data), unit=unit,
+                    reference_divergence=args.divergence, rows=rows, segments=segments))
 
     import matplotlib
 
@@ -121,8 +121,7 @@ def main(args):
     fig.savefig(os.path.join(args.output_dir, name + ".png"), dpi=110)
     print(f"wrote {args.output_dir}/{name}.json and .png")
     if args.update_card:
-        sys.path.insert(0, os.path.join(REPO_ROOT, "training"))
-        from model_card import calibration_markdown, update_calibration
+        from f2d2_diffusers.training.model_card import calibration_markdown, update_calibration
 
         probes = "exact divergence" if args.divergence == "exact" else f"Hutchinson, {args.hutchinson_probes} probes"
         where = "digits test images (images 1500 on)" if args.dataset == "digits" else f"'{args.dataset}' test points"

@@ -14,17 +14,16 @@ Load with ``f2d2_diffusers.DigitsClassifier.from_pretrained("checkpoints/digits-
 import argparse
 import json
 import os
-import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import REPO_ROOT  # noqa: E402
+from f2d2_diffusers.evaluation.reports import benchmark_paths
 
-DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "checkpoints", "digits-classifier")
+DEFAULT_OUTPUT = benchmark_paths(Path(__file__).resolve().parents[1]).digits_classifier
 
 
 def parse_args(argv=None):

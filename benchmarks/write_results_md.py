@@ -15,16 +15,17 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import REPO_ROOT, RESULTS_DIR  # noqa: E402
+from f2d2_diffusers.evaluation.reports import benchmark_paths
 
+PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results_dir", default=RESULTS_DIR)
+    p.add_argument("--results_dir", default=PATHS.results_dir)
     p.add_argument("--readme", default=None, help="file whose marked block to replace (default: print to stdout)")
     return p.parse_args(argv)
 
@@ -212,7 +213,7 @@ def main(args):
     if not os.path.isdir(args.results_dir):
         raise SystemExit(f"error: no results folder at {args.results_dir}")
     if args.readme is None:
-        sys.stdout.write(build(args.results_dir, REPO_ROOT))
+        sys.stdout.write(build(args.results_dir, PATHS.repo_root))
         return
     if not os.path.isfile(args.readme):
         raise SystemExit(f"error: no file at {args.readme}")

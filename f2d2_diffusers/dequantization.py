@@ -1,4 +1,4 @@
-"""Uniform dequantisation of discrete data and the bits-per-dimension conversion (METHOD.md section 2).
+"""Uniform dequantisation of discrete data and the bits-per-dimension conversion (``docs/method.md`` section 3).
 
 With ``L`` levels, integer data ``k`` in ``{0, ..., L-1}`` maps to model space by ``y = (k + u) / L``,
 ``u ~ U[0, 1)^d`` and ``z = 2 y - 1`` in ``[-1, 1]``. Then

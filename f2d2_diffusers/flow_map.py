@@ -1,10 +1,11 @@
 """The joint flow map: one step of the sampling path and of the log-density along it.
 
-Time convention (diffusers' flow matching, see METHOD.md): ``sigma = 0`` is data, ``sigma = 1`` is noise,
-``x_sigma = (1 - sigma) * x_data + sigma * eps`` and models receive ``timestep = 1000 * sigma``. A flow-map
+Time convention (diffusers' flow matching, ``docs/method.md`` section 1): ``sigma = 0`` is data, ``sigma = 1`` is
+noise, ``x_sigma = (1 - sigma) * x_data + sigma * eps`` and models receive ``timestep = 1000 * sigma``. A flow-map
 model is also conditioned on a signed step ``h = sigma_end - sigma`` (``h < 0`` samples, ``h > 0`` encodes),
 received as ``step = 1000 * h``, and returns the average velocity ``u`` and the average divergence ``D`` over
-``[sigma, sigma + h]``. Every pipeline, scheduler and objective goes through the functions below.
+``[sigma, sigma + h]`` (``docs/method.md`` section 4). Every pipeline, scheduler and objective goes through the
+functions below.
 """
 
 import inspect
@@ -32,7 +33,7 @@ def broadcast_to_sample(value: torch.Tensor, sample: torch.Tensor) -> torch.Tens
 
 
 def flow_map_step(sample: torch.Tensor, velocity: torch.Tensor, divergence: torch.Tensor, h) -> tuple:
-    """Apply the joint map over a signed step ``h``.
+    """Apply the joint map over a signed step ``h`` (``docs/method.md`` section 4).
 
     Args:
         sample: ``x`` at ``sigma``, shape ``(batch, *dims)``.
@@ -45,6 +46,12 @@ def flow_map_step(sample: torch.Tensor, velocity: torch.Tensor, divergence: torc
         = -h * D`` in nats, shape ``(batch,)``.
     """
     h = _per_sample(h, sample)
+    if velocity.shape != sample.shape or divergence.shape != (sample.shape[0],):
+        # A (batch, 1) divergence would silently broadcast the log-density change to (batch, batch).
+        raise ValueError(
+            f"expected a velocity of the sample's shape {tuple(sample.shape)} and one divergence per sample "
+            f"({sample.shape[0]},); got {tuple(velocity.shape)} and {tuple(divergence.shape)}"
+        )
     next_sample = sample + broadcast_to_sample(h, sample) * velocity
     delta_log_prob = -h * divergence.to(h.dtype)
     return next_sample, delta_log_prob
@@ -98,7 +105,7 @@ def evaluate_velocity(model, sample: torch.Tensor, sigma) -> torch.Tensor:
 
 
 def integrate_flow_map(model, scheduler, sample: torch.Tensor, progress_bar=None, query_step_sign: float = 1.0):
-    """Follow ``scheduler``'s grid with the joint map, one network call per step.
+    """Follow ``scheduler``'s grid with the joint map, one network call per step (``docs/method.md`` section 6).
 
     Args:
         model: a flow-map model (``forward(sample, timestep, step)``).
@@ -127,6 +134,9 @@ def integrate_flow_map(model, scheduler, sample: torch.Tensor, progress_bar=None
 
 
 def interpolant(data: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """``x_sigma = (1 - sigma) * data + sigma * noise``, ``sigma`` of shape ``(batch,)``."""
+    """``x_sigma = (1 - sigma) * data + sigma * noise`` (``docs/method.md`` section 1).
+
+    ``sigma`` is a scalar or one value per sample, shape ``(batch,)``.
+    """
     sigma = broadcast_to_sample(_per_sample(sigma, data), data)
     return (1.0 - sigma) * data + sigma * noise

@@ -1,7 +1,7 @@
 """Reference log-likelihood of a velocity model: the augmented ODE data -> noise, solved with torchdiffeq.
 
-``log p_data(x0) = log N(x1; 0, I) + integral_0^1 div v(x_sigma, sigma) dsigma`` (METHOD.md section 2). This is
-the yardstick that few-step F2D2 likelihoods are measured against.
+``log p_data(x0) = log N(x1; 0, I) + integral_0^1 div v(x_sigma, sigma) dsigma`` (``docs/method.md`` section 2).
+This is the yardstick that few-step F2D2 likelihoods are measured against.
 """
 
 from dataclasses import dataclass

@@ -3,10 +3,11 @@
     python spaces_app/prepare_space.py /tmp/f2d2-space
     huggingface-cli upload <user>/<space> /tmp/f2d2-space . --repo-type space   # (or git push; weights go to LFS/Xet)
 
-The folder gets ``app.py``, ``README.md`` (with the Space front matter), ``requirements.txt``, a copy of the
-``f2d2_diffusers`` package (not on PyPI yet) and the final weights of the shipped checkpoints that exist
-(``model_index.json``, ``unet/``, ``scheduler/``, ``README.md``; no ``checkpoint-*`` training states, no logs),
-plus the Explain tab's benchmark plots where they exist. The app finds all of them next to ``app.py``.
+The folder gets ``app.py`` and the modules it imports, ``README.md`` (with the Space front matter),
+``requirements.txt``, a copy of the ``f2d2_diffusers`` package (not on PyPI yet) and the final weights of the shipped
+checkpoints that exist (``model_index.json``, ``unet/``, ``scheduler/``, ``README.md``; no ``checkpoint-*`` training
+states, no logs), plus the Explain tab's benchmark plots where they exist. The app finds all of them next to
+``app.py``: a Space runs ``python app.py`` in its folder, so the package copy there is imported like its modules.
 """
 
 import argparse
@@ -14,21 +15,25 @@ import shutil
 import sys
 from pathlib import Path
 
-APP_DIR = Path(__file__).resolve().parent
-REPO_ROOT = APP_DIR.parent
-SPACE_FILES = ("app.py", "README.md", "requirements.txt")
+from content import APP_DIR, EXPLAIN_PLOTS, REPO_ROOT
+
+#: The app's modules (every module next to app.py but this script), its card and its requirements.
+SPACE_FILES = tuple(sorted(p.name for p in APP_DIR.glob("*.py") if p.name != Path(__file__).name)) + (
+    "README.md",
+    "requirements.txt",
+)
 CHECKPOINTS = ("f2d2-digits", "fm-digits", "f2d2-checkerboard", "fm-checkerboard")
 CHECKPOINT_PARTS = ("model_index.json", "README.md", "unet", "scheduler")
-#: The Explain tab's plots (app.EXPLAIN_PLOTS; not imported from there: that would need gradio here).
-EXPLAIN_PLOTS = (
-    "benchmarks/results/calibration_digits.png",
-    "benchmarks/results/calibration_checkerboard.png",
-    "benchmarks/results/likelihood_digits.png",
-)
 
 
-def prepare(out: Path, checkpoints=CHECKPOINTS, checkpoint_root: Path = REPO_ROOT / "checkpoints") -> list:
-    """Write the Space into ``out`` (created; must be empty or absent). Returns the checkpoints copied."""
+def prepare(
+    out: Path, checkpoints=CHECKPOINTS, checkpoint_root: Path = REPO_ROOT / "checkpoints", plot_root: Path = REPO_ROOT
+) -> list:
+    """Write the Space into ``out`` (created; must be empty or absent). Returns the checkpoints copied.
+
+    ``checkpoint_root`` holds the ``checkpoints`` folders; ``plot_root`` the Explain tab's plots (at their paths in
+    ``content.EXPLAIN_PLOTS``).
+    """
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty; give a new or empty folder")
@@ -38,10 +43,10 @@ def prepare(out: Path, checkpoints=CHECKPOINTS, checkpoint_root: Path = REPO_ROO
     shutil.copytree(
         REPO_ROOT / "f2d2_diffusers", out / "f2d2_diffusers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
-    for relative in EXPLAIN_PLOTS:  # the Explain tab's plots, where the benchmarks have written them
-        if (REPO_ROOT / relative).is_file():
+    for relative, _ in EXPLAIN_PLOTS:  # where the benchmarks have written them
+        if (Path(plot_root) / relative).is_file():
             (out / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO_ROOT / relative, out / relative)
+            shutil.copy2(Path(plot_root) / relative, out / relative)
     copied = []
     for name in checkpoints:
         source = Path(checkpoint_root) / name

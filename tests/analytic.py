@@ -71,3 +71,38 @@ def gaussian_params(shape, seed=0):
     mean = (torch.rand(n, generator=g) - 0.5).tolist()
     std = (0.2 + 0.6 * torch.rand(n, generator=g)).tolist()
     return dict(data_mean=mean, data_std=std, shape=tuple(shape))
+
+
+class RotatedGaussianVelocity(GaussianVelocity):
+    """Teacher for rotated Gaussian data ``x0 = Q y0``, with ``y0`` as in :class:`GaussianVelocity` and ``Q`` a fixed
+    random rotation of the flattened sample.
+
+    The flow is the unrotated one conjugated by ``Q``, ``v(x) = Q v_y(Q^T x)``: the divergence and the log-density
+    (``log p(x0) = log p_y(Q^T x0)``) are unchanged, but the Jacobian ``Q J_y Q^T`` is no longer diagonal, so a single
+    Rademacher probe does not give its trace exactly.
+    """
+
+    @register_to_config
+    def __init__(self, data_mean=(0.0,), data_std=(1.0,), shape=(1,), rotation_seed=0):
+        super().__init__(data_mean=data_mean, data_std=data_std, shape=shape)
+        n = math.prod(shape)
+        q, r = torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(rotation_seed), dtype=torch.float64))
+        self.register_buffer("rotation", q * torch.sign(torch.diagonal(r)))
+
+    def _rotate(self, x, inverse=False):
+        flat = x.reshape(x.shape[0], -1)
+        # Rows are samples: x Q^T applies Q to each sample, x Q applies Q^T.
+        return (flat @ (self.rotation if inverse else self.rotation.T)).reshape(x.shape)
+
+    def forward(self, sample, timestep, return_dict=True):
+        y = self._rotate(sample, inverse=True)
+        v_y, _ = self.velocity(y, self._sigma(timestep, y))
+        v = self._rotate(v_y)
+        return FlowMatchingModelOutput(sample=v) if return_dict else (v,)
+
+    def sample_data(self, batch_size, generator=None):
+        y0 = self.mean + self.std * torch.randn(batch_size, *self.mean.shape, generator=generator, dtype=torch.float64)
+        return self._rotate(y0)
+
+    def log_prob(self, x0):
+        return super().log_prob(self._rotate(x0, inverse=True))

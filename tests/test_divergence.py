@@ -59,15 +59,29 @@ def test_divergence_runs_under_no_grad_and_returns_detached_values():
         _, exact = divergence(fn, x, method="exact")
     assert not out.requires_grad and not div.requires_grad
     torch.testing.assert_close(exact, trace.expand(2))
+    # With autograd on and an input that requires grad, the results are still stop-gradient values.
+    out, div = divergence(fn, x.clone().requires_grad_(True), method="exact")
+    assert not out.requires_grad and not div.requires_grad
 
 
-def test_fixed_probes_are_reused():
-    fn, _ = linear_field((4,))
+def test_fixed_probes_are_used_as_given_and_the_generator_is_ignored():
+    fn, trace = linear_field((4,))
+    weight = linear_weight((4,))
     x = torch.randn(2, 4, dtype=torch.float64)
-    noise = torch.ones(1, 2, 4, dtype=torch.float64)
-    _, a = hutchinson_divergence(fn, x, noise=noise)
-    _, b = hutchinson_divergence(fn, x, noise=noise)
-    torch.testing.assert_close(a, b)
+    # Two probes per sample, different for each sample: the estimate is the mean of e^T W e over them.
+    noise = torch.tensor(
+        [[[1.0, 1.0, 1.0, 1.0], [1.0, -1.0, 1.0, -1.0]], [[1.0, 1.0, -1.0, -1.0], [-1.0, 1.0, 1.0, 1.0]]],
+        dtype=torch.float64,
+    )
+    expected = torch.stack([(noise[:, i] @ weight * noise[:, i]).sum(dim=1).mean() for i in range(2)])
+    _, a = hutchinson_divergence(fn, x, noise=noise, generator=torch.Generator().manual_seed(0))
+    _, b = hutchinson_divergence(fn, x, noise=noise, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, expected)
+    torch.testing.assert_close(b, expected)
+    # These probes are not exact for this W, so the estimate is not simply the trace.
+    assert ((a - trace).abs() > 1e-3).all()
+    with pytest.raises(ValueError, match="noise must have shape"):
+        hutchinson_divergence(fn, x, noise=noise[:, :1])
 
 
 def test_bad_arguments_are_rejected():

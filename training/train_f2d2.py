@@ -26,14 +26,9 @@ join one gloo group; set ``OMP_NUM_THREADS`` so that processes x threads does no
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
-from common import TrainingError  # noqa: E402
-from model_card import calibration_markdown, hub_base_model, render_model_card  # noqa: E402
+from f2d2_diffusers import training as training_utils
+from f2d2_diffusers.training import TrainingError, calibration_markdown, hub_base_model, render_model_card
 
 OBJECTIVES = ("shortcut",)
 #: Config keys a user may set on a student warm-started from a teacher (the new layers only).
@@ -44,7 +39,7 @@ HEAD_KEYS = {
 
 
 def parse_args(argv=None):
-    parser = common.build_parser(
+    parser = training_utils.build_parser(
         "Distil an F2D2 joint flow map (few-step sampling and log-likelihood) from a flow-matching teacher.", "f2d2-model"
     )
     f2d2 = parser.add_argument_group("F2D2")
@@ -72,7 +67,7 @@ def parse_args(argv=None):
                       help="After training, compare 1/2/4/8-step likelihoods with the teacher's ODE (dopri5) on this many "
                            "test points (the embedded data's test split, else the first training examples) and put the "
                            "table in the model card. Default: 32 images or 1000 vectors; 0 skips it.")
-    args = common.parse_args(parser, argv)
+    args = training_utils.parse_args(parser, argv)
     if args.calibration_samples is not None and args.calibration_samples < 0:
         parser.error(f"--calibration_samples must be >= 0, got {args.calibration_samples}")
     if args.hutchinson_probes < 1:
@@ -108,8 +103,8 @@ def build_student(args, data, teacher, student_cls, user_config):
 
     if teacher is None:
         if data.kind == "image":
-            return common.build_model(F2D2UNet2DModel, common.image_model_config(user_config, data))
-        return common.build_model(F2D2MLPModel, common.vector_model_config(user_config, data))
+            return training_utils.build_model(F2D2UNet2DModel, training_utils.image_model_config(user_config, data))
+        return training_utils.build_model(F2D2MLPModel, training_utils.vector_model_config(user_config, data))
     allowed = HEAD_KEYS[student_cls.__name__]
     other = sorted(set(user_config) - set(allowed))
     if other:
@@ -124,32 +119,34 @@ def build_student(args, data, teacher, student_cls, user_config):
 
 
 def check_teacher_matches_data(teacher, data):
-    config = teacher.config
+    from f2d2_diffusers import sample_shape
+
+    is_image_teacher = "in_channels" in teacher.config
+    expected = sample_shape(teacher.config)
     if data.kind == "image":
-        if "in_channels" not in config:
+        if not is_image_teacher:
             raise TrainingError("the teacher is a vector model but the data are images")
-        size = config.sample_size if isinstance(config.sample_size, int) else tuple(config.sample_size)[0]
-        if (config.in_channels, size, size) != tuple(data.sample_shape):
-            raise TrainingError(
-                f"the teacher expects images of shape ({config.in_channels}, {size}, {size}); the data are {data.sample_shape}"
-            )
+        if expected != tuple(data.sample_shape):
+            raise TrainingError(f"the teacher expects images of shape {expected}; the data are {data.sample_shape}")
     else:
-        if "in_channels" in config:
+        if is_image_teacher:
             raise TrainingError("the teacher is an image model but the data are vectors")
-        if config.sample_size != data.sample_shape[0]:
+        if expected != tuple(data.sample_shape):
             raise TrainingError(
-                f"the teacher expects vectors of length {config.sample_size}; the data have {data.sample_shape[0]}"
+                f"the teacher expects vectors of length {teacher.config.sample_size}; the data have {data.sample_shape[0]}"
             )
 
 
 def main(args):
     from f2d2_diffusers import F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, shortcut_f2d2_loss
 
-    user_config = common.load_model_config(args.model_config_name_or_path) if args.model_config_name_or_path else {}
+    user_config = {}
+    if args.model_config_name_or_path:
+        user_config = training_utils.load_model_config(args.model_config_name_or_path)
     teacher, student_cls = (None, None)
     if args.teacher_model_name_or_path:
         teacher, student_cls = load_teacher(args.teacher_model_name_or_path)
-    image_data = not (args.train_data_file or args.dataset in common.TOY_CHOICES)
+    image_data = training_utils.uses_image_data(args)
     if teacher is not None:
         is_image_teacher = "in_channels" in teacher.config
         if is_image_teacher != image_data:
@@ -157,20 +154,20 @@ def main(args):
                 f"the teacher is {'an image' if is_image_teacher else 'a vector'} model but the data are "
                 f"{'images' if image_data else 'vectors'}"
             )
-        geometry = common.resolve_image_geometry(args, dict(teacher.config)) if image_data else (None, None)
+        geometry = training_utils.resolve_image_geometry(args, dict(teacher.config)) if image_data else (None, None)
     else:
-        geometry = common.resolve_image_geometry(args, user_config) if image_data else (None, None)
-    data = common.load_training_data(args, *geometry)
+        geometry = training_utils.resolve_image_geometry(args, user_config) if image_data else (None, None)
+    data = training_utils.load_training_data(args, *geometry)
     if teacher is not None:
         check_teacher_matches_data(teacher, data)
 
-    accelerator = common.create_accelerator(args)
-    common.seed_everything(args, accelerator, device_specific=False)
+    accelerator = training_utils.create_accelerator(args)
+    training_utils.seed_everything(args, accelerator, device_specific=False)
     model = build_student(args, data, teacher, student_cls, user_config)
-    common.seed_everything(args, accelerator, device_specific=True)
+    training_utils.seed_everything(args, accelerator, device_specific=True)
     model_cls = F2D2UNet2DModel if data.kind == "image" else F2D2MLPModel
-    ema_model = common.create_ema(args, model)
-    common.register_checkpoint_hooks(accelerator, model_cls, ema_model)
+    ema_model = training_utils.create_ema(args, model)
+    training_utils.register_checkpoint_hooks(accelerator, model_cls, ema_model)
     if teacher is not None:
         teacher.to(accelerator.device)
 
@@ -188,18 +185,18 @@ def main(args):
                  ("velocity_loss", "divergence_loss", "diagonal_loss", "bootstrap_loss")}
         return out.loss, extra
 
-    result = common.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_f2d2")
+    result = training_utils.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_f2d2")
 
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        with common.ema_weights(unwrapped, ema_model):
+        with training_utils.ema_weights(unwrapped, ema_model):
             pipeline = F2D2Pipeline(unet=unwrapped, scheduler=F2D2Scheduler(), num_levels=data.num_levels)
             pipeline.save_pretrained(args.output_dir)
             calibration = measure_calibration(args, data, pipeline, teacher)
         write_card(args, data, result, model_cls, calibration)
         accelerator.print(f"saved the F2D2 pipeline to {args.output_dir}")
         if args.push_to_hub:
-            common.push_to_hub(args, f"F2D2 joint flow map, step {result.global_step}")
+            training_utils.push_to_hub(args, f"F2D2 joint flow map, step {result.global_step}")
     accelerator.end_training()
 
 
@@ -210,16 +207,16 @@ def measure_calibration(args, data, pipeline, teacher) -> str:
     """
     import torch
 
-    from f2d2_diffusers import F2D2LikelihoodPipeline, likelihood_calibration
+    from f2d2_diffusers import F2D2LikelihoodPipeline, likelihood_calibration, resolve_divergence_method
 
     num_samples = args.calibration_samples
     if num_samples is None:
         num_samples = 32 if data.kind == "image" else 1000
     if num_samples == 0:
         return "Not measured (`--calibration_samples 0`); run `benchmarks/calibration.py ... --update_card`."
-    sample, where = common.calibration_data(args, data, num_samples)
+    sample, where = training_utils.calibration_data(args, data, num_samples)
     num_dims = sample[0].numel()
-    divergence = "exact" if num_dims <= 256 else "hutchinson"
+    divergence = resolve_divergence_method("auto", num_dims)
     reference_model = teacher if teacher is not None else pipeline.unet
     likelihood = F2D2LikelihoodPipeline.from_pipe(pipeline)
     likelihood.set_progress_bar_config(disable=True)
@@ -268,7 +265,7 @@ likelihood = F2D2LikelihoodPipeline.from_pretrained("{args.output_dir}")
             "and the average divergence `D(x, sigma, h)` over a signed step `h = sigma_end - sigma`, so a few steps "
             "both sample (`h < 0`) and give log-likelihoods (`h > 0`): `log p_(sigma+h)(x + h u) = log p_sigma(x) - h D`."
         ),
-        data=data, result=result, command=common.training_command("train_f2d2.py"), usage=usage,
+        data=data, result=result, command=training_utils.training_command("train_f2d2.py"), usage=usage,
         extra_tags=["few-step", "likelihood", "f2d2"],
         details=[
             f"Teacher: {teacher if teacher else 'none (self-distillation from scratch)'}.",
@@ -283,4 +280,4 @@ likelihood = F2D2LikelihoodPipeline.from_pretrained("{args.output_dir}")
 
 
 if __name__ == "__main__":
-    common.run_main(main, parse_args())
+    training_utils.run_main(main, parse_args())

@@ -20,19 +20,16 @@ join one gloo group; set ``OMP_NUM_THREADS`` so that processes x threads does no
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
-from model_card import render_model_card  # noqa: E402
+from f2d2_diffusers import training as training_utils
+from f2d2_diffusers.training import render_model_card
 
 
 def parse_args(argv=None):
-    parser = common.build_parser(
+    parser = training_utils.build_parser(
         "Train a flow-matching teacher (UNet2DModel for images, FlowMatchingMLPModel for vectors).", "f2d2-teacher"
     )
-    return common.parse_args(parser, argv)
+    return training_utils.parse_args(parser, argv)
 
 
 def main(args):
@@ -40,38 +37,39 @@ def main(args):
 
     from f2d2_diffusers import FlowMatchingMLPModel, flow_matching_loss
 
-    user_config = common.load_model_config(args.model_config_name_or_path) if args.model_config_name_or_path else {}
-    image_data = not (args.train_data_file or args.dataset in common.TOY_CHOICES)
-    if image_data:
-        channels, resolution = common.resolve_image_geometry(args, user_config)
-        data = common.load_training_data(args, channels, resolution)
-        model_cls, config = UNet2DModel, common.image_model_config(user_config, data)
+    user_config = {}
+    if args.model_config_name_or_path:
+        user_config = training_utils.load_model_config(args.model_config_name_or_path)
+    if training_utils.uses_image_data(args):
+        channels, resolution = training_utils.resolve_image_geometry(args, user_config)
+        data = training_utils.load_training_data(args, channels, resolution)
+        model_cls, config = UNet2DModel, training_utils.image_model_config(user_config, data)
     else:
-        data = common.load_training_data(args)
-        model_cls, config = FlowMatchingMLPModel, common.vector_model_config(user_config, data)
+        data = training_utils.load_training_data(args)
+        model_cls, config = FlowMatchingMLPModel, training_utils.vector_model_config(user_config, data)
 
-    accelerator = common.create_accelerator(args)
+    accelerator = training_utils.create_accelerator(args)
     # The same seed on every process: identical initial weights, then per-process training noise.
-    common.seed_everything(args, accelerator, device_specific=False)
-    model = common.build_model(model_cls, config)
-    common.seed_everything(args, accelerator, device_specific=True)
-    ema_model = common.create_ema(args, model)
-    common.register_checkpoint_hooks(accelerator, model_cls, ema_model)
+    training_utils.seed_everything(args, accelerator, device_specific=False)
+    model = training_utils.build_model(model_cls, config)
+    training_utils.seed_everything(args, accelerator, device_specific=True)
+    ema_model = training_utils.create_ema(args, model)
+    training_utils.register_checkpoint_hooks(accelerator, model_cls, ema_model)
 
     def loss_fn(prepared_model, batch):
         return flow_matching_loss(prepared_model, batch), {}
 
-    result = common.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_teacher")
+    result = training_utils.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_teacher")
 
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        with common.ema_weights(unwrapped, ema_model):
+        with training_utils.ema_weights(unwrapped, ema_model):
             unwrapped.save_pretrained(os.path.join(args.output_dir, "unet"))
         FlowMatchEulerDiscreteScheduler().save_pretrained(os.path.join(args.output_dir, "scheduler"))
         write_card(args, data, result, model_cls)
         accelerator.print(f"saved the teacher to {args.output_dir} (unet/, scheduler/)")
         if args.push_to_hub:
-            common.push_to_hub(args, f"flow-matching teacher, step {result.global_step}")
+            training_utils.push_to_hub(args, f"flow-matching teacher, step {result.global_step}")
     accelerator.end_training()
 
 
@@ -117,7 +115,7 @@ with torch.no_grad():
             "(target `eps - x_data`), with a `FlowMatchEulerDiscreteScheduler` to sample it. It is the teacher of "
             "an F2D2 joint flow map (`train_f2d2.py`)."
         ),
-        data=data, result=result, command=common.training_command("train_teacher.py"), usage=usage,
+        data=data, result=result, command=training_utils.training_command("train_teacher.py"), usage=usage,
         details=[f"EMA weights: {'yes' if args.use_ema else 'no'}."],
         calibration=(
             "This teacher is the reference its F2D2 students are calibrated against: its likelihood is the augmented "
@@ -128,4 +126,4 @@ with torch.no_grad():
 
 
 if __name__ == "__main__":
-    common.run_main(main, parse_args())
+    training_utils.run_main(main, parse_args())

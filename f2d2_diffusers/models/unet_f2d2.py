@@ -119,6 +119,15 @@ class F2D2UNet2DModel(UNet2DModel):
         h = F.silu(self.divergence_in(h) + self.divergence_emb(F.silu(emb)))
         return self.divergence_out(h).squeeze(-1)
 
+    # Adapted from diffusers' `UNet2DModel.forward` (diffusers 0.42.1, models/unets/unet_2d.py). Differences:
+    # - a `step` argument (1000 * h), embedded by `self.step_embedding` and added to the time embedding;
+    # - float timesteps are kept as floats (`timesteps_per_sample`), where the parent casts a Python float to long;
+    # - the last decoder feature map also feeds the divergence head, and the output is (velocity, divergence);
+    # - no division by the timestep for `time_embedding_type="fourier"` (only "positional" is accepted);
+    # - the input's shape is checked.
+    # Everything else (centring, class embedding, down/mid/up blocks, skip blocks, post-processing) must stay identical:
+    # tests/models/test_unet_f2d2.py compares outputs with UNet2DModel over several configurations and fingerprints
+    # UNet2DModel.forward's code, so a change in diffusers fails there first.
     def forward(
         self,
         sample: torch.Tensor,

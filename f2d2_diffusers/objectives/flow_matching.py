@@ -1,4 +1,4 @@
-"""Flow-matching objective for a teacher velocity ``v(x, sigma)`` (METHOD.md section 4)."""
+"""Flow-matching objective for a teacher velocity ``v(x, sigma)`` (``docs/method.md`` section 5.1)."""
 
 from typing import Optional
 

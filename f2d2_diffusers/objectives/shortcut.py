@@ -1,4 +1,4 @@
-"""Shortcut-F2D2: semigroup (self-consistency) distillation of the joint flow map (METHOD.md section 4)."""
+"""Shortcut-F2D2: semigroup (self-consistency) distillation of the joint map (``docs/method.md`` section 5.2)."""
 
 from dataclasses import dataclass
 from typing import Optional

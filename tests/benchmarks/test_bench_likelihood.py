@@ -1,19 +1,42 @@
+import importlib.metadata
 import importlib.util
 import json
 import math
-import runpy
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from benchmarks import bench_likelihood
 from f2d2_diffusers import F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, FlowMatchingMLPModel
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_likelihood.py"
+NOT_INSTALLED = ("flow_matching is not installed: `bash benchmarks/setup.sh` installs it (CI runs that); the "
+                 "cross-check against facebookresearch's flow_matching did not run")
 
 
-HAS_FLOW_MATCHING = importlib.util.find_spec("flow_matching") is not None
+def flow_matching_installed() -> bool:
+    """Whether the flow_matching package is there at all (on the path or as an installed distribution), importable
+    or not: only its absence may skip the cross-check; a broken install must fail it."""
+    if importlib.util.find_spec("flow_matching") is not None:
+        return True
+    try:
+        importlib.metadata.distribution("flow_matching")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def flow_matching_row(rows, points):
+    """The flow_matching exact row, which must have run on ``points`` points; skips (saying why) only when the
+    package is absent."""
+    fm = rows["flow_matching dopri5 exact"]
+    if not flow_matching_installed():
+        assert fm["skipped"] and "not importable" in fm["reason"]
+        pytest.skip(NOT_INSTALLED)
+    # Installed, so its rows must have run: a failed import or a broken solver is an error, not a skip.
+    assert not fm["skipped"], f"flow_matching is installed but its rows were skipped: {fm['reason']}"
+    assert fm["num_points"] == points
+    return fm
 
 
 def tiny_2d_checkpoints(root):
@@ -25,9 +48,8 @@ def tiny_2d_checkpoints(root):
     return root / "student", root / "teacher"
 
 
-def run(monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["bench_likelihood.py", *map(str, args)])
-    runpy.run_path(str(SCRIPT), run_name="__main__")
+def run(*args):
+    bench_likelihood.main(bench_likelihood.parse_args([str(a) for a in args]))
 
 
 def expected_names(config):
@@ -60,7 +82,12 @@ def check_report(report):
             assert r["nfe"] == r["steps"]
         if r["method"] in ("euler", "midpoint"):
             assert r["nfe"] == r["steps"] * (2 if r["method"] == "midpoint" else 1)
-    assert rows["F2D2 bidirectional 2 steps"]["time_ratio_vs_f2d2_2step"] == 1.0
+    # Every row's time ratio is its wall time over 2-step bidirectional F2D2's (whole-set seconds).
+    base = rows["F2D2 bidirectional 2 steps"]
+    for r in report["rows"]:
+        if not r["skipped"]:
+            assert r["time_ratio_vs_f2d2_2step"] == pytest.approx(r["seconds_full"] / base["seconds_full"]), r["name"]
+    assert base["time_ratio_vs_f2d2_2step"] == 1.0
     targets = report["targets"]
     for evaluation in ("bidirectional", "paper"):
         a = targets["a_100x_less_wall_time_at_equal_or_better_error"]["results"][evaluation]["mean_error"]
@@ -71,9 +98,9 @@ def check_report(report):
     return rows
 
 
-def test_quick_run_on_tiny_2d_checkpoints(tmp_path, monkeypatch):
+def test_quick_run_on_tiny_2d_checkpoints(tmp_path):
     student, teacher = tiny_2d_checkpoints(tmp_path)
-    run(monkeypatch, "--quick", "--dataset", "checkerboard", "--student", student, "--teacher", teacher,
+    run("--quick", "--dataset", "checkerboard", "--student", student, "--teacher", teacher,
         "--num_samples", "40", "--output_dir", tmp_path / "out")
     report = json.loads((tmp_path / "out" / "likelihood_checkerboard.json").read_text())
     assert (tmp_path / "out" / "likelihood_checkerboard.png").stat().st_size > 0
@@ -82,20 +109,25 @@ def test_quick_run_on_tiny_2d_checkpoints(tmp_path, monkeypatch):
     # A fresh student has a zero divergence head: its few-step NLL misses the teacher's divergence integral, so
     # its error is far from zero, while fixed-step midpoint at 16 steps is close to the reference.
     assert abs(rows["midpoint 16 steps (exact)"]["error"]) < abs(rows["F2D2 bidirectional 2 steps"]["error"])
-    fm = rows["flow_matching dopri5 exact"]
-    if not HAS_FLOW_MATCHING:
-        assert fm["skipped"] and "not importable" in fm["reason"]
-        pytest.skip("flow_matching is not installed (bash benchmarks/setup.sh): cross-check not run")
     # Same teacher, same data, same dopri5 tolerances, opposite time convention: the two solvers agree.
-    assert not fm["skipped"]
+    fm = flow_matching_row(rows, 40)
     assert abs(fm["error"]) < 1e-3 and fm["abs_error"] < 1e-3
     assert fm["nfe"] == rows["reference dopri5 exact (ours)"]["nfe"]
+
+
+def test_flow_matching_is_usable_when_installed():
+    """A broken flow_matching install fails here, loudly; only a missing one skips."""
+    if not flow_matching_installed():
+        pytest.skip(NOT_INSTALLED)
+    available, version, reason = bench_likelihood.flow_matching_status()
+    assert available, f"flow_matching is installed but not usable: {reason}"
+    assert reason is None and version
 
 
 def test_flow_matching_missing_marks_rows_skipped(tmp_path, monkeypatch, capsys):
     student, teacher = tiny_2d_checkpoints(tmp_path)
     monkeypatch.setitem(sys.modules, "flow_matching", None)  # import flow_matching -> ImportError
-    run(monkeypatch, "--quick", "--dataset", "checkerboard", "--student", student, "--teacher", teacher,
+    run("--quick", "--dataset", "checkerboard", "--student", student, "--teacher", teacher,
         "--num_samples", "20", "--output_dir", tmp_path / "out")
     assert "flow_matching is not importable" in capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "likelihood_checkerboard.json").read_text())
@@ -107,7 +139,7 @@ def test_flow_matching_missing_marks_rows_skipped(tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.slow
-def test_quick_run_on_tiny_digits_checkpoints(tmp_path, monkeypatch):
+def test_quick_run_on_tiny_digits_checkpoints(tmp_path):
     torch.manual_seed(0)
     from diffusers import UNet2DModel
 
@@ -118,39 +150,42 @@ def test_quick_run_on_tiny_digits_checkpoints(tmp_path, monkeypatch):
     teacher.save_pretrained(tmp_path / "teacher" / "unet")
     student = F2D2UNet2DModel.from_teacher(teacher, divergence_head_channels=4, divergence_head_hidden_dim=16)
     F2D2Pipeline(unet=student, scheduler=F2D2Scheduler(), num_levels=17).save_pretrained(tmp_path / "student")
-    run(monkeypatch, "--quick", "--dataset", "digits", "--student", tmp_path / "student", "--teacher",
+    run("--quick", "--dataset", "digits", "--student", tmp_path / "student", "--teacher",
         tmp_path / "teacher", "--num_samples", "4", "--rtol", "0.1", "--atol", "0.1", "--output_dir", tmp_path / "out")
     report = json.loads((tmp_path / "out" / "likelihood_digits.json").read_text())
     assert report["unit"] == "bits/dim" and report["num_dims"] == 64
     rows = check_report(report)
     assert rows["euler 32 steps (hutchinson)"]["probes"] == 1
-    if HAS_FLOW_MATCHING:
-        fm = rows["flow_matching dopri5 exact"]
-        assert fm["num_points"] == 4 and abs(fm["error"]) < 1e-3
+    fm = flow_matching_row(rows, 4)
+    assert abs(fm["error"]) < 1e-3
 
 
-def test_bad_input_is_one_clear_error(tmp_path, monkeypatch):
+def test_bad_input_is_one_clear_error(tmp_path):
+    out = ["--output_dir", tmp_path / "out"]
     with pytest.raises(SystemExit, match="error: no checkpoint folder"):
-        run(monkeypatch, "--quick", "--dataset", "checkerboard", "--student", tmp_path / "nope", "--teacher", tmp_path)
+        run("--quick", "--dataset", "checkerboard", "--student", tmp_path / "nope", "--teacher", tmp_path, *out)
     with pytest.raises(SystemExit, match="error: unknown dataset 'cifar'"):
-        run(monkeypatch, "--quick", "--dataset", "cifar")
+        run("--quick", "--dataset", "cifar", *out)
     with pytest.raises(SystemExit, match="error: --student/--teacher need a single --dataset"):
-        run(monkeypatch, "--quick", "--student", tmp_path)
+        run("--quick", "--student", tmp_path, *out)
 
 
-def test_reuse_teacher_rows_recomputes_only_f2d2(tmp_path, monkeypatch, capsys):
+def test_reuse_teacher_rows_recomputes_only_f2d2(tmp_path, capsys):
     student, teacher = tiny_2d_checkpoints(tmp_path)
     common = ["--quick", "--dataset", "checkerboard", "--teacher", teacher, "--num_samples", "20",
               "--output_dir", tmp_path / "out"]
-    run(monkeypatch, *common, "--student", student, "--reuse_teacher_rows")  # no cache yet: computes everything
+    run(*common, "--student", student, "--reuse_teacher_rows")  # no cache yet: computes everything
     assert "no cache" in capsys.readouterr().out
+    # The cache is safetensors (per-point scores) plus JSON (rows, key): nothing unpickled.
+    cache = sorted(p.name for p in (tmp_path / "out" / "cache").iterdir())
+    assert cache == ["likelihood_checkerboard_teacher_rows.json", "likelihood_checkerboard_teacher_rows.safetensors"]
     first = {r["name"]: r for r in json.loads((tmp_path / "out" / "likelihood_checkerboard.json").read_text())["rows"]}
     # A retrained student: same teacher, new divergence head.
     pipe = F2D2Pipeline.from_pretrained(student)
     with torch.no_grad():
         pipe.unet.divergence_out.bias.fill_(0.5)
     pipe.save_pretrained(tmp_path / "student2")
-    run(monkeypatch, *common, "--student", tmp_path / "student2", "--reuse_teacher_rows")
+    run(*common, "--student", tmp_path / "student2", "--reuse_teacher_rows")
     assert "reusing" in capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "likelihood_checkerboard.json").read_text())
     second = check_report(report)
@@ -165,5 +200,5 @@ def test_reuse_teacher_rows_recomputes_only_f2d2(tmp_path, monkeypatch, capsys):
     other = FlowMatchingMLPModel(sample_size=2, hidden_dim=16, num_layers=1, time_embed_dim=8)
     other.save_pretrained(tmp_path / "teacher2" / "unet")
     common[common.index(teacher)] = tmp_path / "teacher2"
-    run(monkeypatch, *common, "--student", student, "--reuse_teacher_rows")
+    run(*common, "--student", student, "--reuse_teacher_rows")
     assert "recomputing every row" in capsys.readouterr().out

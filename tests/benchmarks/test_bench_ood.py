@@ -1,25 +1,19 @@
 import json
 import math
-import runpy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from diffusers import UNet2DModel
+from testing_utils import tiny_unet_config
 
+from benchmarks import bench_ood
 from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2MLPModel, F2D2Scheduler, F2D2UNet2DModel, FlowMatchingMLPModel
 from f2d2_diffusers.data import load_toy
 from f2d2_diffusers.evaluation.metrics import auroc
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_ood.py"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from testing_utils import tiny_unet_config  # noqa: E402
 
-
-def run(monkeypatch, *argv):
-    monkeypatch.setattr(sys, "argv", ["bench_ood.py", *map(str, argv)])
-    runpy.run_path(str(SCRIPT), run_name="__main__")
+def run(*argv):
+    return bench_ood.main(bench_ood.parse_args([str(a) for a in argv]))
 
 
 def zero_velocity(model, layer):
@@ -30,13 +24,13 @@ def zero_velocity(model, layer):
     return model
 
 
-def test_quick_checkerboard_aurocs_match_the_closed_form(tmp_path, monkeypatch):
+def test_quick_checkerboard_aurocs_match_the_closed_form(tmp_path):
     torch.manual_seed(0)
     teacher = zero_velocity(FlowMatchingMLPModel(sample_size=2, hidden_dim=16, num_layers=1, time_embed_dim=8), "proj_out")
     teacher.save_pretrained(tmp_path / "teacher" / "unet")
     F2D2LikelihoodPipeline(unet=F2D2MLPModel.from_teacher(teacher), scheduler=F2D2Scheduler(),
                            num_levels=None).save_pretrained(tmp_path / "student")
-    run(monkeypatch, "--quick", "--dataset", "checkerboard", "--student", tmp_path / "student", "--teacher",
+    run("--quick", "--dataset", "checkerboard", "--student", tmp_path / "student", "--teacher",
         tmp_path / "teacher", "--num_points", 300, "--output_dir", tmp_path / "out")
     report = json.loads((tmp_path / "out" / "ood_checkerboard.json").read_text())
     assert [(m["method"], m["steps"]) for m in report["methods"]] == [
@@ -52,13 +46,13 @@ def test_quick_checkerboard_aurocs_match_the_closed_form(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_quick_digits_report_with_checkpoint_ranking(tmp_path, monkeypatch):
+def test_quick_digits_report_with_checkpoint_ranking(tmp_path):
     torch.manual_seed(0)
     teacher = zero_velocity(UNet2DModel(**tiny_unet_config(down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))), "conv_out").eval()
     teacher.save_pretrained(tmp_path / "teacher" / "unet")
     F2D2LikelihoodPipeline(unet=F2D2UNet2DModel.from_teacher(teacher), scheduler=F2D2Scheduler(),
                            num_levels=17).save_pretrained(tmp_path / "student")
-    run(monkeypatch, "--quick", "--dataset", "digits", "--student", tmp_path / "student", "--teacher", tmp_path / "teacher",
+    run("--quick", "--dataset", "digits", "--student", tmp_path / "student", "--teacher", tmp_path / "teacher",
         "--early_student", tmp_path / "student", "--num_points", 12, "--reference_subset", 4, "--hutchinson_probes", 1, "--output_dir", tmp_path / "out")
     report = json.loads((tmp_path / "out" / "ood_digits.json").read_text())
     sets = ("inverted", "rotated", "uniform_noise", "blurred")
@@ -73,6 +67,7 @@ def test_quick_digits_report_with_checkpoint_ranking(tmp_path, monkeypatch):
     assert ranking["reference_paired_difference"]["final_minus_early"] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_missing_early_student_is_a_clear_error(tmp_path, monkeypatch):
+def test_missing_early_student_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="error: no checkpoint folder"):
-        run(monkeypatch, "--dataset", "digits", "--student", tmp_path / "nope", "--teacher", tmp_path / "nope")
+        run("--dataset", "digits", "--student", tmp_path / "nope", "--teacher", tmp_path / "nope",
+            "--output_dir", tmp_path / "out")

@@ -1,22 +1,17 @@
 import json
-import runpy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from benchmarks import bench_scaling
 from f2d2_diffusers import F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_scaling.py"
+
+def run(*args):
+    bench_scaling.main(bench_scaling.parse_args([str(a) for a in args]))
 
 
-def run(monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["bench_scaling.py", *map(str, args)])
-    runpy.run_path(str(SCRIPT), run_name="__main__")
-
-
-def test_quick_scaling_rows_for_every_batch_and_image_size(tmp_path, monkeypatch):
+def test_quick_scaling_rows_for_every_batch_and_image_size(tmp_path):
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)
@@ -26,7 +21,7 @@ def test_quick_scaling_rows_for_every_batch_and_image_size(tmp_path, monkeypatch
     teacher.save_pretrained(tmp_path / "teacher" / "unet")
     student = F2D2UNet2DModel.from_teacher(teacher, divergence_head_channels=4, divergence_head_hidden_dim=16)
     F2D2Pipeline(unet=student, scheduler=F2D2Scheduler(), num_levels=17).save_pretrained(tmp_path / "student")
-    run(monkeypatch, "--quick", "--student", tmp_path / "student", "--teacher", tmp_path / "teacher",
+    run("--quick", "--student", tmp_path / "student", "--teacher", tmp_path / "teacher",
         "--output_dir", tmp_path / "out")
     report = json.loads((tmp_path / "out" / "scaling.json").read_text())
     assert (tmp_path / "out" / "scaling.png").stat().st_size > 0
@@ -49,6 +44,6 @@ def test_quick_scaling_rows_for_every_batch_and_image_size(tmp_path, monkeypatch
     assert table[0].startswith("| sweep | batch | image |")
 
 
-def test_missing_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="error: no checkpoint folder"):
-        run(monkeypatch, "--quick", "--student", tmp_path / "nope", "--teacher", tmp_path / "nope")
+        run("--quick", "--student", tmp_path / "nope", "--teacher", tmp_path / "nope", "--output_dir", tmp_path / "out")

@@ -1,16 +1,12 @@
 import json
-import runpy
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "write_results_md.py"
+from benchmarks import write_results_md
 
 
-def run(monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["write_results_md.py", *map(str, args)])
-    runpy.run_path(str(SCRIPT), run_name="__main__")
+def run(*args):
+    write_results_md.main(write_results_md.parse_args([str(a) for a in args]))
 
 
 def fake_results(root):
@@ -44,12 +40,12 @@ def fake_results(root):
     return results
 
 
-def test_table_from_fake_results_and_marker_replacement(tmp_path, monkeypatch, capsys):
+def test_table_from_fake_results_and_marker_replacement(tmp_path, capsys):
     results = fake_results(tmp_path)
     readme = tmp_path / "README.md"
     before = "# Title\n\nIntro text.\n\n<!-- results:start -->\nold results\n<!-- results:end -->\n\n## After\nkeep me\n"
     readme.write_text(before)
-    run(monkeypatch, "--results_dir", results, "--readme", readme)
+    run("--results_dir", results, "--readme", readme)
     text = readme.read_text()
     head, rest = text.split("<!-- results:start -->")
     block, tail = rest.split("<!-- results:end -->")
@@ -65,18 +61,18 @@ def test_table_from_fake_results_and_marker_replacement(tmp_path, monkeypatch, c
     assert "### Sampling: digits" in block and "| steps | fid | label |" in block
     assert "calibration" not in block.lower()  # missing files are skipped
     # Running again gives the same file (the block is replaced, not appended).
-    run(monkeypatch, "--results_dir", results, "--readme", readme)
+    run("--results_dir", results, "--readme", readme)
     assert readme.read_text() == text
     # Without --readme the section goes to stdout.
     capsys.readouterr()
-    run(monkeypatch, "--results_dir", results)
+    run("--results_dir", results)
     assert capsys.readouterr().out.startswith("## Results")
 
 
-def test_missing_markers_is_a_clear_error(tmp_path, monkeypatch):
+def test_missing_markers_is_a_clear_error(tmp_path):
     results = fake_results(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text("# no markers here\n")
     with pytest.raises(SystemExit, match="error: the file has no <!-- results:start -->"):
-        run(monkeypatch, "--results_dir", results, "--readme", readme)
+        run("--results_dir", results, "--readme", readme)
     assert readme.read_text() == "# no markers here\n"

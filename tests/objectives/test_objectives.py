@@ -59,7 +59,12 @@ def test_shortcut_loss_trains_every_new_part_of_a_student(tiny_f2d2_mlp):
     grads = {n: p.grad for n, p in tiny_f2d2_mlp.named_parameters()}
     assert grads["divergence_out.weight"].abs().sum() > 0
     assert grads["step_embedding.linear_1.weight"].abs().sum() > 0
-    assert torch.isfinite(out.loss) and out.velocity_loss >= 0 and out.divergence_loss >= 0
+    assert grads["proj_out.weight"].abs().sum() > 0
+    # The logged parts add up to the loss: the batch mean of velocity + divergence error (weight 1), and the
+    # sample-weighted mean of the tangent (first 12 of 16 at bootstrap_fraction 0.25) and bootstrap parts.
+    torch.testing.assert_close(out.loss.detach(), out.velocity_loss + out.divergence_loss)
+    torch.testing.assert_close(out.loss.detach(), (12 * out.diagonal_loss + 4 * out.bootstrap_loss) / 16)
+    assert out.velocity_loss > 0 and out.divergence_loss > 0
 
 
 def test_shortcut_loss_on_images_with_a_teacher(tiny_f2d2_unet):
@@ -73,7 +78,11 @@ def test_shortcut_loss_on_images_with_a_teacher(tiny_f2d2_unet):
         divergence="hutchinson", num_probes=2,
     )
     out.loss.backward()
-    assert torch.isfinite(out.loss)
+    assert torch.isfinite(out.loss) and out.diagonal_loss > 0 and out.bootstrap_loss > 0
+    grads = {n: p.grad for n, p in tiny_f2d2_unet.named_parameters()}
+    assert grads["divergence_out.weight"].abs().sum() > 0 and grads["conv_out.weight"].abs().sum() > 0
+    # Targets are stop-gradient: nothing flows back into the frozen teacher.
+    assert all(p.grad is None for p in teacher.parameters())
 
 
 def test_flow_matching_loss_is_lowest_at_the_true_velocity(gaussian_batch):
@@ -108,3 +117,68 @@ def test_teacher_finest_level_anchors_the_smallest_steps_to_the_teacher(gaussian
     assert fine.bootstrap_loss < 1e-4
     with pytest.raises(ValueError, match="needs a teacher"):
         shortcut_f2d2_loss(GaussianFlowMap(**params), batch, teacher_finest_level=True)
+
+
+class RecordingGaussianFlowMap(GaussianFlowMap):
+    """The exact map, recording every ``(timestep, step)`` it is called with."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = []
+
+    def forward(self, sample, timestep, step=0.0, return_dict=True):
+        self.calls.append((torch.as_tensor(timestep).clone(), torch.as_tensor(step).clone()))
+        return super().forward(sample, timestep, step, return_dict=return_dict)
+
+
+def _bootstrap_draws(params, batch, **kwargs):
+    """Start sigmas and signed steps of the bootstrap part, read from the student's call (the last one)."""
+    model = RecordingGaussianFlowMap(**params)
+    out = shortcut_f2d2_loss(model, batch, generator=torch.Generator().manual_seed(0), **kwargs)
+    first_half, second_half, student = model.calls
+    sigma, h = student[0] / 1000, student[1] / 1000
+    return out, sigma, h, first_half, second_half
+
+
+@pytest.mark.parametrize("directions", ["both", "forward"])
+@pytest.mark.parametrize("anchor", [False, True])
+def test_bootstrap_steps_are_signed_dyadic_and_stay_inside_the_unit_interval(gaussian_batch, directions, anchor):
+    params, teacher, batch = gaussian_batch
+    batch = batch.repeat(4, 1)  # 256 samples
+    out, sigma, h, first_half, second_half = _bootstrap_draws(
+        params, batch, teacher=teacher, directions=directions, bootstrap_fraction=0.25, max_level=3,
+        anchor_starts_to_grid=anchor,
+    )
+    # The first 192 samples train the tangent (h = 0), the last 64 the bootstrap.
+    assert (h[:192] == 0).all() and (h[192:] != 0).all()
+    sigma_b, h_b = sigma[192:], h[192:]
+    levels = -torch.log2(h_b.abs())
+    torch.testing.assert_close(levels, levels.round())
+    assert set(levels.round().long().tolist()) == {0, 1, 2, 3}
+    signs = set(torch.sign(h_b).long().tolist())
+    assert signs == ({-1, 1} if directions == "both" else {-1})
+    ends = sigma_b + h_b
+    assert (sigma_b >= 0).all() and (sigma_b <= 1).all() and (ends >= -1e-12).all() and (ends <= 1 + 1e-12).all()
+    on_grid = sigma_b / h_b.abs()
+    if anchor:
+        torch.testing.assert_close(on_grid, on_grid.round())
+    else:
+        assert ((on_grid - on_grid.round()).abs() > 1e-3).float().mean() > 0.5
+    # Targets come from two half steps: from the start, then from the midpoint.
+    torch.testing.assert_close(first_half[0] / 1000, sigma_b)
+    torch.testing.assert_close(first_half[1] / 1000, h_b / 2)
+    torch.testing.assert_close(second_half[0] / 1000, sigma_b + h_b / 2)
+    torch.testing.assert_close(second_half[1] / 1000, h_b / 2)
+    # The exact map is a fixed point whatever the draws.
+    assert out.loss < 1e-10
+
+
+def test_self_distillation_regresses_the_tangent_on_eps_minus_data(gaussian_batch):
+    """Without a teacher the tangent's velocity target is eps - x_data (a noisy target: the loss stays positive even
+    for the exact map) and its divergence target is the target model's own divergence (matched exactly)."""
+    params, _, batch = gaussian_batch
+    out = shortcut_f2d2_loss(
+        GaussianFlowMap(**params), batch, generator=torch.Generator().manual_seed(0), bootstrap_fraction=0.25
+    )
+    assert out.diagonal_loss > 0.05
+    assert out.divergence_loss < 1e-10 and out.bootstrap_loss < 1e-10

@@ -35,8 +35,24 @@ def test_papers_evaluation_is_available_and_differs_from_the_encoding_map():
     assert (paper_64 - exact).abs().mean() < 0.1 * (paper_1 - exact).abs().mean()
 
 
-def test_sampling_and_likelihood_pipelines_invert_each_other(tiny_f2d2_unet):
-    """With the exact map both directions agree; with a learnt map they share components via from_pipe."""
+@pytest.mark.parametrize("num_steps", [1, 3])
+def test_sampling_and_likelihood_pipelines_invert_each_other(num_steps):
+    """With the exact map, scoring a generated sample recovers its noise and the log-density the sampler reported."""
+    flow_map = GaussianFlowMap(**gaussian_params((1, 4, 4)))
+    sampler = F2D2Pipeline(unet=flow_map, scheduler=F2D2Scheduler(), num_levels=None)
+    sampler.set_progress_bar_config(disable=True)
+    likelihood = F2D2LikelihoodPipeline(**sampler.components, num_levels=None)
+    likelihood.set_progress_bar_config(disable=True)
+    eps = torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sampled = sampler(latents=eps, num_inference_steps=num_steps, output_type="pt")
+    x0 = flow_map.mean + flow_map.std * eps  # what the sampler generated (its images are clamped to [0, 1])
+    torch.testing.assert_close(sampled.images, (x0 / 2 + 0.5).clamp(0, 1).float())
+    scored = likelihood(x0, num_inference_steps=num_steps, dequantize=False)
+    torch.testing.assert_close(scored.latents, eps)
+    torch.testing.assert_close(scored.log_prob, sampled.log_prob, atol=1e-4, rtol=0)
+
+
+def test_from_pipe_shares_the_components_and_grey_levels(tiny_f2d2_unet):
     sampler = F2D2Pipeline(unet=tiny_f2d2_unet, scheduler=F2D2Scheduler(), num_levels=17)
     likelihood = F2D2LikelihoodPipeline.from_pipe(sampler)
     assert likelihood.unet is tiny_f2d2_unet and likelihood.config.num_levels == 17

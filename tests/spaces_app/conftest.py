@@ -1,19 +1,12 @@
-"""Fixtures for the Space tests: the app module, tiny models in its registry, and a live server."""
+"""Fixtures for the Space tests: tiny models in its registry, an input digit, and a live server."""
 
 import os
 
 import pytest
-from space_helpers import ARTIFACTS, load_app_module, tiny_registry
+from space_helpers import ARTIFACTS, require_demo_dependencies, tiny_registry
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-
-@pytest.fixture(scope="session")
-def app():
-    pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[demo]'")
-    pytest.importorskip("matplotlib", reason="the demo's 2-D plots need matplotlib")
-    return load_app_module()
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +31,12 @@ def digit_png(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(app, tmp_path_factory):
+def server(tmp_path_factory):
     """The app with tiny models, served on 127.0.0.1 for one test module; yields its URL."""
-    registry = tiny_registry(app, tmp_path_factory.mktemp("registry"))
-    demo = app.build_demo(registry)
+    require_demo_dependencies()
+    from ui import build_demo
+
+    demo = build_demo(tiny_registry(tmp_path_factory.mktemp("registry")))
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
         yield url

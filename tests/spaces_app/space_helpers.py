@@ -1,17 +1,22 @@
-"""Helpers for the Space tests: load spaces_app/app.py, and tiny random-weight models for its registry."""
+"""Helpers for the Space tests: its modules on ``sys.path``, and tiny random-weight models for its registry."""
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from testing_utils import randomise_new_layers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-APP_PATH = Path(__file__).resolve().parents[2] / "spaces_app" / "app.py"
+APP_DIR = Path(__file__).resolve().parents[2] / "spaces_app"
+APP_PATH = APP_DIR / "app.py"
+# The Space's modules are top-level modules of a script folder (a Space runs ``python app.py`` there), so the tests
+# import them the same way: ``from inputs import parse_points``.
+if str(APP_DIR) not in sys.path:
+    sys.path.insert(0, str(APP_DIR))
 ARTIFACTS = Path(__file__).resolve().parents[2] / "outputs" / "test-artifacts"
 
 DIGITS = "tiny digits"
@@ -28,19 +33,10 @@ TINY_MLP = dict(sample_size=2, hidden_dim=32, num_layers=2)
 FAST_REFERENCE = dict(method="euler", num_steps=2)
 
 
-def load_app_module():
-    """spaces_app/app.py as a module (it is a script folder, not a package), without building its default demo."""
-    if "f2d2_space_app" in sys.modules:
-        return sys.modules["f2d2_space_app"]
-    os.environ["F2D2_SPACE_NO_DEMO"] = "1"
-    try:
-        spec = importlib.util.spec_from_file_location("f2d2_space_app", APP_PATH)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["f2d2_space_app"] = module
-        spec.loader.exec_module(module)
-    finally:
-        os.environ.pop("F2D2_SPACE_NO_DEMO", None)
-    return module
+def require_demo_dependencies():
+    """Skip (the calling module or test) when the demo's optional dependencies are not installed."""
+    pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[demo]'")
+    pytest.importorskip("matplotlib", reason="the demo's 2-D plots need matplotlib")
 
 
 def tiny_digits_pipeline():
@@ -73,9 +69,10 @@ def tiny_points_teacher():
     return FlowMatchingMLPModel(**TINY_MLP).eval()
 
 
-def tiny_registry(app, tmp_path, reference_options=FAST_REFERENCE):
-    ModelSpec = app.ModelSpec
-    return app.ModelRegistry(
+def tiny_registry(tmp_path, reference_options=FAST_REFERENCE):
+    from registry import ModelRegistry, ModelSpec
+
+    return ModelRegistry(
         [
             ModelSpec(DIGITS, pipeline_factory=tiny_digits_pipeline, teacher_factory=tiny_digits_teacher,
                       reference_options=dict(reference_options)),

@@ -4,23 +4,36 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from space_helpers import DIGITS, MISSING, NO_TEACHER, POINTS, tiny_points_pipeline, tiny_points_teacher, tiny_registry
+from space_helpers import (
+    APP_DIR, DIGITS, MISSING, NO_TEACHER, POINTS, require_demo_dependencies, tiny_points_pipeline, tiny_points_teacher,
+    tiny_registry,
+)
 
 from f2d2_diffusers.data import load_digits_levels
 
+require_demo_dependencies()
+
+from actions import DemoActions  # noqa: E402
+from content import EXPLAIN_PLOTS, MAX_IMAGE_BATCH, MAX_POINTS  # noqa: E402
+from errors import InputError, ModelUnavailable  # noqa: E402
+from inputs import example_digit, example_points, load_points_file, parse_points, prepare_image  # noqa: E402
+from registry import ModelRegistry, ModelSpec, default_registry  # noqa: E402
+from render import explain_plots  # noqa: E402
+from ui import build_demo, user_errors  # noqa: E402
+
 
 @pytest.fixture(scope="module")
-def actions(app, tmp_path_factory):
-    return app.DemoActions(tiny_registry(app, tmp_path_factory.mktemp("registry")))
+def actions(tmp_path_factory):
+    return DemoActions(tiny_registry(tmp_path_factory.mktemp("registry")))
 
 
 # -- image conversion ------------------------------------------------------------------------------------------
 
 
-def test_prepare_image_keeps_an_8x8_digit_exactly(app):
+def test_prepare_image_keeps_an_8x8_digit_exactly():
     levels = load_digits_levels("test")[5, 0].numpy().astype(np.int64)
     image = PIL.Image.fromarray(np.rint(levels * 255 / 16).astype(np.uint8), mode="L")
-    converted, notes = app.prepare_image(image, (1, 8, 8), 17)
+    converted, notes = prepare_image(image, (1, 8, 8), 17)
     assert converted.shape == (8, 8, 1)
     np.testing.assert_array_equal(converted[..., 0], levels)
     text = " ".join(notes)
@@ -28,11 +41,11 @@ def test_prepare_image_keeps_an_8x8_digit_exactly(app):
     assert "17 levels" in text
 
 
-def test_prepare_image_inverts_resizes_and_greys_a_dark_on_light_drawing(app):
+def test_prepare_image_inverts_resizes_and_greys_a_dark_on_light_drawing():
     levels = load_digits_levels("test")[0, 0].numpy().astype(np.float64)
     dark_on_light = PIL.Image.fromarray((255 - levels * 255 / 16).round().astype(np.uint8), mode="L")
     rgb = dark_on_light.resize((200, 200), PIL.Image.Resampling.NEAREST).convert("RGB")
-    converted, notes = app.prepare_image(rgb, (1, 8, 8), 17)
+    converted, notes = prepare_image(rgb, (1, 8, 8), 17)
     text = " ".join(notes)
     assert "Read a 200x200 RGB image" in text
     assert "Converted to one grey channel" in text and "Inverted" in text and "Resized from" in text and "to 8x8" in text
@@ -42,35 +55,35 @@ def test_prepare_image_inverts_resizes_and_greys_a_dark_on_light_drawing(app):
     np.testing.assert_array_equal(converted[..., 0], levels)
 
 
-def test_prepare_image_crops_a_small_drawing(app):
+def test_prepare_image_crops_a_small_drawing():
     canvas = PIL.Image.new("L", (256, 256), 255)
     canvas.paste(0, (100, 60, 140, 140))  # a dark bar, 40x80 px, in a big white canvas
-    converted, notes = app.prepare_image(canvas, (1, 8, 8), 17)
+    converted, notes = prepare_image(canvas, (1, 8, 8), 17)
     text = " ".join(notes)
     assert "Cropped to the strokes" in text and "Resized from 92x92 to 8x8" in text
     assert converted[..., 0].max() == 16 and converted[0].max() < 16  # the bar now fills most of the height
     assert converted[3:5, 3:5, 0].min() == 16
 
 
-def test_prepare_image_reports_real_colour(app):
+def test_prepare_image_reports_real_colour():
     image = PIL.Image.new("RGB", (16, 16), (0, 0, 0))
     image.paste((200, 30, 30), (4, 4, 12, 12))
-    _, notes = app.prepare_image(image, (1, 8, 8), 17)
+    _, notes = prepare_image(image, (1, 8, 8), 17)
     assert "Converted colour to greyscale." in notes
 
 
-def test_prepare_image_fills_transparency_against_the_strokes(app):
+def test_prepare_image_fills_transparency_against_the_strokes():
     rgba = np.zeros((64, 64, 4), dtype=np.uint8)
     rgba[16:48, 28:36] = (0, 0, 0, 255)  # a black stroke on a transparent background
-    converted, notes = app.prepare_image(PIL.Image.fromarray(rgba, mode="RGBA"), (1, 8, 8), 17)
+    converted, notes = prepare_image(PIL.Image.fromarray(rgba, mode="RGBA"), (1, 8, 8), 17)
     text = " ".join(notes)
     assert "Filled transparent areas with white" in text and "Inverted" in text
     assert converted.max() == 16 and converted[0, 0, 0] == 0
 
 
-def test_prepare_image_rgb_model_keeps_colour(app):
+def test_prepare_image_rgb_model_keeps_colour():
     image = PIL.Image.new("RGB", (32, 32), (255, 0, 0))
-    converted, notes = app.prepare_image(image, (3, 8, 8), 256)
+    converted, notes = prepare_image(image, (3, 8, 8), 256)
     assert converted.shape == (8, 8, 3)
     assert tuple(converted[0, 0]) == (255, 0, 0)
     assert not any("Inverted" in n for n in notes)
@@ -79,8 +92,8 @@ def test_prepare_image_rgb_model_keeps_colour(app):
 # -- points -----------------------------------------------------------------------------------------------------
 
 
-def test_parse_points_header_comments_and_separators(app):
-    points, notes = app.parse_points("x, y\n# a comment\n1, 2\n\n3.5 -4\n5;6e-1\n", 2)
+def test_parse_points_header_comments_and_separators():
+    points, notes = parse_points("x, y\n# a comment\n1, 2\n\n3.5 -4\n5;6e-1\n", 2)
     np.testing.assert_allclose(points, [[1, 2], [3.5, -4], [5, 0.6]])
     assert "Skipped a header line" in " ".join(notes)
 
@@ -96,69 +109,69 @@ def test_parse_points_header_comments_and_separators(app):
         ("   \n# only a comment", "No points found"),
     ],
 )
-def test_parse_points_rejects_bad_input(app, text, message):
-    with pytest.raises(app.InputError, match=message):
-        app.parse_points(text, 2)
+def test_parse_points_rejects_bad_input(text, message):
+    with pytest.raises(InputError, match=message):
+        parse_points(text, 2)
 
 
-def test_parse_points_limits_the_count(app):
-    text = "\n".join("0, 0" for _ in range(app.MAX_POINTS + 1))
-    with pytest.raises(app.InputError, match="Too many points"):
-        app.parse_points(text, 2)
+def test_parse_points_limits_the_count():
+    text = "\n".join("0, 0" for _ in range(MAX_POINTS + 1))
+    with pytest.raises(InputError, match="Too many points"):
+        parse_points(text, 2)
 
 
-def test_load_points_file_npy_and_csv(app, tmp_path):
+def test_load_points_file_npy_and_csv(tmp_path):
     np.save(tmp_path / "p.npy", np.array([[0.0, 1.0], [2.0, 3.0]]))
-    points, _ = app.load_points_file(tmp_path / "p.npy", 2)
+    points, _ = load_points_file(tmp_path / "p.npy", 2)
     assert points.shape == (2, 2)
     (tmp_path / "p.csv").write_text("a,b\n1,2\n")
-    points, notes = app.load_points_file(tmp_path / "p.csv", 2)
+    points, notes = load_points_file(tmp_path / "p.csv", 2)
     assert points.tolist() == [[1.0, 2.0]]
     np.save(tmp_path / "bad.npy", np.array([[np.nan, 1.0]]))
-    with pytest.raises(app.InputError, match="NaN"):
-        app.load_points_file(tmp_path / "bad.npy", 2)
+    with pytest.raises(InputError, match="NaN"):
+        load_points_file(tmp_path / "bad.npy", 2)
     (tmp_path / "p.json").write_text("[]")
-    with pytest.raises(app.InputError, match="Unsupported file type"):
-        app.load_points_file(tmp_path / "p.json", 2)
+    with pytest.raises(InputError, match="Unsupported file type"):
+        load_points_file(tmp_path / "p.json", 2)
 
 
 # -- registry ---------------------------------------------------------------------------------------------------
 
 
-def test_registry_is_lazy_and_caches(app, tmp_path):
+def test_registry_is_lazy_and_caches(tmp_path):
     calls = []
 
     def factory():
         calls.append(1)
         return tiny_points_pipeline()
 
-    registry = app.ModelRegistry([app.ModelSpec("m", pipeline_factory=factory)])
+    registry = ModelRegistry([ModelSpec("m", pipeline_factory=factory)])
     assert calls == []
     assert registry.pipeline("m") is registry.pipeline("m")
     assert registry.likelihood_pipeline("m").unet is registry.pipeline("m").unet
     assert calls == [1]
-    with pytest.raises(app.InputError, match="Unknown model"):
+    with pytest.raises(InputError, match="Unknown model"):
         registry.pipeline("nope")
-    with pytest.raises(app.ModelUnavailable, match="no teacher configured"):
+    with pytest.raises(ModelUnavailable, match="no teacher configured"):
         registry.teacher("m")
 
 
-def test_missing_checkpoint_has_a_clear_message(app, tmp_path):
+def test_missing_checkpoint_has_a_clear_message(tmp_path):
     (tmp_path / "half-trained" / "logs").mkdir(parents=True)
-    registry = app.ModelRegistry(
+    registry = ModelRegistry(
         [
-            app.ModelSpec("gone", source=str(tmp_path / "gone"), missing_hint="Train it."),
-            app.ModelSpec("half", source=str(tmp_path / "half-trained")),
+            ModelSpec("gone", source=str(tmp_path / "gone"), missing_hint="Train it."),
+            ModelSpec("half", source=str(tmp_path / "half-trained")),
         ]
     )
-    with pytest.raises(app.ModelUnavailable, match=r"'gone' checkpoint is not available: no folder at .*gone\. Train it\."):
+    with pytest.raises(ModelUnavailable, match=r"'gone' checkpoint is not available: no folder at .*gone\. Train it\."):
         registry.pipeline("gone")
-    with pytest.raises(app.ModelUnavailable, match="has no model_index.json"):
+    with pytest.raises(ModelUnavailable, match="has no model_index.json"):
         registry.pipeline("half")
     assert "missing" in registry.status("gone")
 
 
-def test_default_registry_loads_an_extra_model_from_the_environment(app, tmp_path, monkeypatch):
+def test_default_registry_loads_an_extra_model_from_the_environment(tmp_path, monkeypatch):
     """F2D2_EXTRA_MODEL / F2D2_EXTRA_TEACHER go through the real from_pretrained loading, offline."""
     tiny_points_pipeline().save_pretrained(tmp_path / "f2d2")
     tiny_points_teacher().save_pretrained(tmp_path / "teacher" / "unet")
@@ -166,22 +179,22 @@ def test_default_registry_loads_an_extra_model_from_the_environment(app, tmp_pat
     monkeypatch.setenv("F2D2_EXTRA_TEACHER", str(tmp_path / "teacher"))
     monkeypatch.setenv("F2D2_EXTRA_MODEL_NAME", "my model")
     monkeypatch.setenv("F2D2_DIGITS_MODEL", str(tmp_path / "no-digits"))
-    registry = app.default_registry()
+    registry = default_registry()
     assert registry.names[-1] == "my model" and len(registry.names) == 3
     assert "ready" in registry.status("my model")
     assert "missing" in registry.status(registry.names[0])
-    actions = app.DemoActions(registry)
+    actions = DemoActions(registry)
     table, summary, preview, details = actions.likelihood("my model", points="0.5, -0.5\n1, 1", reference=True)
     assert [row[0] for row in table["data"]][:4] == ["F2D2, 1 step", "F2D2, 2 steps", "F2D2, 4 steps", "F2D2, 8 steps"]
     assert details["reference"]["nfe"] > 8 and "dopri5" in details["reference"]["method"]
-    with pytest.raises(app.ModelUnavailable, match="not available"):
+    with pytest.raises(ModelUnavailable, match="not available"):
         actions.sample(registry.names[0])
 
 
 # -- actions ----------------------------------------------------------------------------------------------------
 
 
-def test_sample_digits_gives_a_log_prob_per_sample(app, actions):
+def test_sample_digits_gives_a_log_prob_per_sample(actions):
     grid, table, summary, details, teacher = actions.sample(DIGITS, 2, 7, 6, 3)
     assert isinstance(grid, PIL.Image.Image) and isinstance(teacher, PIL.Image.Image)
     assert details["nfe"] == 2 and len(details["log_prob"]) == 6 and len(table["data"]) == 6
@@ -192,23 +205,23 @@ def test_sample_digits_gives_a_log_prob_per_sample(app, actions):
     assert actions.sample(DIGITS, 2, 7, 6, 0)[3]["log_prob"] == details["log_prob"]
 
 
-def test_sample_vectors_and_limits(app, actions):
+def test_sample_vectors_and_limits(actions):
     grid, table, summary, details, teacher = actions.sample(POINTS, 1, 0, 300, 0)
     assert teacher is None and details["nfe"] == 1 and len(table["data"]) == 300
     assert table["headers"] == ["sample", "x1", "x2", "log p (nats)", "bits/dim"]
     assert "continuous density" in summary
-    with pytest.raises(app.InputError, match="too large for images"):
-        actions.sample(DIGITS, 1, 0, app.MAX_IMAGE_BATCH + 1, 0)
-    with pytest.raises(app.InputError, match="Sampling steps must be from 1 to 8"):
+    with pytest.raises(InputError, match="too large for images"):
+        actions.sample(DIGITS, 1, 0, MAX_IMAGE_BATCH + 1, 0)
+    with pytest.raises(InputError, match="Sampling steps must be from 1 to 8"):
         actions.sample(DIGITS, 9, 0, 1, 0)
-    with pytest.raises(app.InputError, match="whole number"):
+    with pytest.raises(InputError, match="whole number"):
         actions.sample(DIGITS, 1.5, 0, 1, 0)
     # No teacher: sampling still works, and says why there is no comparison.
     *_, summary, details, teacher = actions.sample(NO_TEACHER, 1, 0, 4, 5)
     assert teacher is None and details["teacher"] is None and "no teacher configured" in summary
 
 
-def test_likelihood_same_point_for_every_method(app, actions, digit_png):
+def test_likelihood_same_point_for_every_method(actions, digit_png):
     table, summary, preview, details = actions.likelihood(DIGITS, image=PIL.Image.open(digit_png), seed=3)
     assert [r["nfe"] for r in details["results"]] == [1, 2, 4, 8]
     assert details["dimensions"] == 64 and details["num_levels"] == 17
@@ -221,42 +234,42 @@ def test_likelihood_same_point_for_every_method(app, actions, digit_png):
     assert actions.likelihood(DIGITS, image=PIL.Image.open(digit_png), seed=3)[3]["reference"]["cached"] is True
 
 
-def test_likelihood_matches_the_pipeline_called_directly(app, actions, digit_png):
+def test_likelihood_matches_the_pipeline_called_directly(actions, digit_png):
     """The app's numbers are the library's: dequantise with the seed, then F2D2LikelihoodPipeline."""
     from f2d2_diffusers import dequantize
 
     registry = actions.registry
     image = PIL.Image.open(digit_png)
     details = actions.likelihood(DIGITS, image=image, reference=False, seed=11)[3]
-    levels, _ = app.prepare_image(image, (1, 8, 8), 17)
+    levels, _ = prepare_image(image, (1, 8, 8), 17)
     x = dequantize(torch.from_numpy(levels).permute(2, 0, 1)[None], 17, torch.Generator().manual_seed(11))
     direct = registry.likelihood_pipeline(DIGITS)(x, num_inference_steps=4, dequantize=False)
     assert details["results"][2]["bits_per_dim"] == pytest.approx(float(direct.bits_per_dim[0]), abs=1e-4)
     assert details["reference"] is None
 
 
-def test_likelihood_input_choice_and_errors(app, actions):
+def test_likelihood_input_choice_and_errors(actions):
     sketch = {"background": None, "layers": [], "composite": PIL.Image.new("RGB", (64, 64), "white")}
-    with pytest.raises(app.InputError, match="No image"):
+    with pytest.raises(InputError, match="No image"):
         actions.likelihood(DIGITS, image=None, sketch=sketch)  # a blank sketch is no input
     drawn = PIL.Image.new("RGB", (64, 64), "white")
     drawn.paste((0, 0, 0), (28, 8, 36, 56))
     details = actions.likelihood(DIGITS, sketch={"composite": drawn}, reference=False)[3]
     assert details["input_notes"][0] == "Input: the drawing." and any("Inverted" in n for n in details["input_notes"])
-    with pytest.raises(app.InputError, match="No points"):
+    with pytest.raises(InputError, match="No points"):
         actions.likelihood(POINTS, points="  ")
-    with pytest.raises(app.ModelUnavailable, match="not available"):
+    with pytest.raises(ModelUnavailable, match="not available"):
         actions.likelihood(MISSING, points="1, 2")
     details = actions.likelihood(NO_TEACHER, points="1, 2", reference=True)[3]
     assert details["reference"] is None
 
 
-def test_user_errors_turns_exceptions_into_gradio_errors(app):
+def test_user_errors_turns_exceptions_into_gradio_errors():
     import gradio as gr
 
-    @app.user_errors
+    @user_errors
     def boom(kind):
-        raise {"input": app.InputError("bad input"), "other": RuntimeError("oops")}[kind]
+        raise {"input": InputError("bad input"), "other": RuntimeError("oops")}[kind]
 
     with pytest.raises(gr.Error, match="bad input"):
         boom("input")
@@ -264,24 +277,24 @@ def test_user_errors_turns_exceptions_into_gradio_errors(app):
         boom("other")
 
 
-def test_explain_plots_present_and_absent(app, tmp_path):
-    items, status = app.explain_plots(roots=(tmp_path,))
+def test_explain_plots_present_and_absent(tmp_path):
+    items, status = explain_plots(roots=(tmp_path,))
     assert items == [] and "not there yet" in status and "No plot yet" in status
-    target = tmp_path / app.EXPLAIN_PLOTS[0][0]
+    target = tmp_path / EXPLAIN_PLOTS[0][0]
     target.parent.mkdir(parents=True)
     PIL.Image.new("RGB", (40, 30), "red").save(target)
-    items, status = app.explain_plots(roots=(tmp_path,))
+    items, status = explain_plots(roots=(tmp_path,))
     assert len(items) == 1 and items[0][0].size == (40, 30)
-    assert app.EXPLAIN_PLOTS[1][0] in status
+    assert EXPLAIN_PLOTS[1][0] in status
 
 
-def test_prepare_space_writes_a_deployable_folder(app, tmp_path):
-    import importlib.util
+def test_prepare_space_writes_a_deployable_folder(tmp_path):
+    import prepare_space
 
-    spec = importlib.util.spec_from_file_location("f2d2_prepare_space", app.APP_DIR / "prepare_space.py")
-    prepare_space = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prepare_space)
-    assert prepare_space.EXPLAIN_PLOTS == tuple(path for path, _ in app.EXPLAIN_PLOTS)  # the two lists stay one
+    plot_root = tmp_path / "repo"
+    for relative, _ in EXPLAIN_PLOTS:
+        (plot_root / relative).parent.mkdir(parents=True, exist_ok=True)
+        PIL.Image.new("RGB", (4, 4)).save(plot_root / relative)
     root = tmp_path / "checkpoints"
     (root / "f2d2-x" / "unet").mkdir(parents=True)
     (root / "f2d2-x" / "unet" / "config.json").write_text("{}")
@@ -290,11 +303,17 @@ def test_prepare_space_writes_a_deployable_folder(app, tmp_path):
     (root / "f2d2-x" / "logs").mkdir()
     (root / "only-logs" / "logs").mkdir(parents=True)
     out = tmp_path / "space"
-    copied = prepare_space.prepare(out, ["f2d2-x", "only-logs"], checkpoint_root=root)
+    copied = prepare_space.prepare(out, ["f2d2-x", "only-logs"], checkpoint_root=root, plot_root=plot_root)
     assert copied == ["f2d2-x"]
     for name in ("app.py", "README.md", "requirements.txt", "f2d2_diffusers/__init__.py",
                  "checkpoints/f2d2-x/model_index.json", "checkpoints/f2d2-x/unet/config.json"):
         assert (out / name).is_file(), name
+    # Every module of the app, and every plot the Explain tab lists, goes with it; the assembly script does not.
+    for module in ("content.py", "errors.py", "registry.py", "inputs.py", "render.py", "actions.py", "ui.py"):
+        assert (out / module).is_file(), module
+    assert not (out / "prepare_space.py").exists()
+    for relative, _ in EXPLAIN_PLOTS:
+        assert (out / relative).is_file(), relative
     assert not (out / "checkpoints" / "f2d2-x" / "checkpoint-100").exists()
     assert not (out / "checkpoints" / "f2d2-x" / "logs").exists()
     front_matter = (out / "README.md").read_text().split("---")[1]
@@ -303,18 +322,19 @@ def test_prepare_space_writes_a_deployable_folder(app, tmp_path):
         prepare_space.prepare(out, [])
 
 
-def test_building_the_demo_writes_nothing_next_to_the_app(app, tmp_path):
+def test_building_the_demo_writes_nothing_next_to_the_app(tmp_path):
     """gradio writes a .pyi stub next to the source of any component subclass; the app must not define one."""
-    app.build_demo(tiny_registry(app, tmp_path))
-    assert not (app.APP_DIR / "app.pyi").exists()
+    build_demo(tiny_registry(tmp_path))
+    assert not (APP_DIR / "app.pyi").exists()
+    assert not list(APP_DIR.glob("*.pyi"))  # nor next to any of its modules
 
 
-def test_examples_and_default_model(app, tmp_path):
-    digit = app.example_digit()
+def test_examples_and_default_model(tmp_path):
+    digit = example_digit()
     assert digit.size == (256, 256) and digit.mode == "L"
-    points, _ = app.parse_points(app.example_points(5), 2)
+    points, _ = parse_points(example_points(5), 2)
     assert points.shape == (5, 2)
-    registry = app.ModelRegistry(
-        [app.ModelSpec("gone", source=str(tmp_path / "gone")), app.ModelSpec("here", pipeline_factory=tiny_points_pipeline)]
+    registry = ModelRegistry(
+        [ModelSpec("gone", source=str(tmp_path / "gone")), ModelSpec("here", pipeline_factory=tiny_points_pipeline)]
     )
     assert registry.first_available() == "here"

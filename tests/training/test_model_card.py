@@ -1,22 +1,18 @@
 """The model card template (model_card.md) as the training scripts fill it in, and its calibration section."""
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-TRAINING = Path(__file__).resolve().parents[2] / "training"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def model_card():
-    spec = importlib.util.spec_from_file_location("_training_model_card", TRAINING / "model_card.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from f2d2_diffusers.training import model_card
+
+    return model_card
 
 
 ROWS = [
@@ -85,3 +81,11 @@ def test_only_hub_ids_become_base_model(model_card, tmp_path):
     assert model_card.hub_base_model(str(tmp_path)) is None
     assert model_card.hub_base_model("checkpoints/fm-digits-that-is-a-local-path/unet") is None
     assert model_card.hub_base_model(None) is None
+
+
+def test_template_is_the_repository_model_card_and_benchmarks_import_works():
+    # benchmarks/calibration.py --update_card imports exactly this.
+    from f2d2_diffusers.training.model_card import TEMPLATE_PATH, calibration_markdown, update_calibration
+
+    assert TEMPLATE_PATH == REPO / "model_card.md" and TEMPLATE_PATH.is_file()
+    assert callable(calibration_markdown) and callable(update_calibration)

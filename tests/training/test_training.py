@@ -1,9 +1,12 @@
-"""End-to-end tests of training/train_teacher.py and training/train_f2d2.py under `accelerate launch` (CPU).
+"""End-to-end tests of training/train_teacher.py and training/train_f2d2.py under `accelerate launch` (CPU), and
+their answers to bad input.
 
 Tiny models and a handful of steps: the point is the plumbing (data, Accelerate, checkpoints, resume, output
-folders that load and sample), not the quality of the models.
+folders that load and sample), not the quality of the models. The shared library, ``f2d2_diffusers.training``, has
+its own tests beside this file (data, checkpoints, model card).
 """
 
+import importlib
 import json
 import os
 import subprocess
@@ -223,17 +226,25 @@ def test_f2d2_self_distillation_on_digits(workdir):
 
 
 def run_in_process(script, *args):
-    """Parse and run ``script`` in this process (fast: no new interpreter); returns ``(exit_code, stderr)``."""
-    import importlib.util
+    """Parse and run ``script`` in this process (fast: no new interpreter); returns its exit code."""
+    from f2d2_diffusers.training import run_main
 
-    spec = importlib.util.spec_from_file_location(f"_training_{Path(script).stem}", TRAINING / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module(f"training.{Path(script).stem}")
     try:
-        module.common.run_main(module.main, module.parse_args([str(a) for a in args]))
+        run_main(module.main, module.parse_args([str(a) for a in args]))
     except SystemExit as exit_:
         return exit_.code
     return 0
+
+
+def test_scripts_import_as_modules_without_editing_sys_path():
+    before = list(sys.path)
+    for name in ("training.train_teacher", "training.train_f2d2"):
+        module = importlib.reload(importlib.import_module(name))
+        assert callable(module.main) and callable(module.parse_args)
+    assert sys.path == before
+    args = importlib.import_module("training.train_f2d2").parse_args(["--dataset", "rings"])
+    assert args.output_dir == "f2d2-model" and args.objective == "shortcut" and args.max_train_steps is None
 
 
 BAD_INPUTS = [
@@ -333,50 +344,3 @@ def test_two_processes_on_cpu(workdir, checkerboard_teacher):
     pipe = F2D2Pipeline.from_pretrained(out)
     result = pipe(batch_size=3, num_inference_steps=2, output_type="pt")
     assert torch.isfinite(result.log_prob).all()
-
-
-def _common():
-    import importlib
-
-    if str(TRAINING) not in sys.path:
-        sys.path.insert(0, str(TRAINING))
-    return importlib.import_module("common")
-
-
-def test_image_folder_loading_resizes_crops_and_maps_levels(tmp_path):
-    from PIL import Image
-
-    common = _common()
-    folder = tmp_path / "mixed"
-    folder.mkdir()
-    Image.fromarray(np.full((12, 10), 255, dtype=np.uint8), mode="L").save(folder / "grey.png")
-    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8), mode="RGB").save(folder / "colour.jpg")
-    (folder / "notes.txt").write_text("not an image")
-    parser = common.build_parser("test", str(tmp_path / "out"))
-    args = common.parse_args(parser, ["--train_data_dir", str(folder), "--resolution", "8", "--num_levels", "17",
-                                      "--center_crop"])
-    data = common.load_training_data(args)
-    # One colour image makes the whole folder RGB; the 10x12 image is resized to 8x10, then center-cropped.
-    assert data.kind == "image" and data.sample_shape == (3, 8, 8) and data.num_levels == 17 and len(data.dataset) == 2
-    levels = torch.stack([data.dataset[i] for i in range(2)])
-    assert levels.dtype == torch.uint8 and levels.shape == (2, 3, 8, 8)
-    assert set(levels.unique().tolist()) == {0, 16}  # 8-bit 255 maps onto the top of 17 levels
-    model_space = data.to_model_space(levels)
-    assert model_space.min() >= -1 and model_space.max() <= 1
-
-    missing = common.parse_args(parser, ["--train_data_dir", str(folder / "none"), "--resolution", "8"])
-    with pytest.raises(common.TrainingError, match="no folder"):
-        common.load_training_data(missing)
-
-
-def test_checkpoint_listing_and_resume_paths(tmp_path):
-    common = _common()
-    for step in (10, 2, 100):
-        (tmp_path / f"checkpoint-{step}" / "unet").mkdir(parents=True)
-    (tmp_path / "checkpoint-final").mkdir()
-    assert common.list_checkpoints(str(tmp_path)) == ["checkpoint-2", "checkpoint-10", "checkpoint-100"]
-    parser = common.build_parser("test", str(tmp_path))
-    args = common.parse_args(parser, ["--dataset", "rings", "--resume_from_checkpoint", "latest"])
-    assert common.resolve_resume_path(args) == str(tmp_path / "checkpoint-100")
-    args.output_dir = str(tmp_path / "empty")
-    assert common.resolve_resume_path(args) is None  # 'latest' with nothing saved yet starts afresh

@@ -6,13 +6,14 @@ The card's calibration section sits between two markers so that a later, fuller 
 
 import math
 import os
-import re
 from pathlib import Path
 from typing import Optional, Sequence
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_card.md"
+from ..hub import is_hub_repo_id
+
+#: The template at the root of the checkout (``f2d2_diffusers/training/`` is two levels below it).
+TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_card.md"
 CALIBRATION_START, CALIBRATION_END = "<!-- calibration:start -->", "<!-- calibration:end -->"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 TIME_CONVENTION = (
     "diffusers' flow-matching convention: `sigma = 0` is data, `sigma = 1` is noise, "
@@ -23,7 +24,7 @@ TIME_CONVENTION = (
 
 def hub_base_model(teacher: Optional[str]) -> Optional[str]:
     """The teacher as the card's ``base_model``: only a Hub id qualifies, not a local folder."""
-    if teacher and _HUB_ID.match(teacher) and not os.path.exists(teacher):
+    if teacher and is_hub_repo_id(teacher):
         return teacher
     return None
 

@@ -1,0 +1,45 @@
+"""What ``training/train_teacher.py`` and ``training/train_f2d2.py`` share, like diffusers' ``training_utils`` but
+split by concern:
+
+- :mod:`.cli`: the common command line (``build_parser``, ``parse_args``), ``TrainingError`` and ``run_main``;
+- :mod:`.configs`: default model configs, ``--model_config_name_or_path``, building a model that fits the data;
+- :mod:`.data`: the training set (embedded, image folder, Hub dataset or vector file) and calibration points;
+- :mod:`.loop`: Accelerate, seeding, EMA and the training loop;
+- :mod:`.checkpointing`: ``checkpoint-N`` folders (save hooks, pruning, resuming);
+- :mod:`.model_card`: the repository's ``model_card.md`` template filled in, and its calibration section;
+- :mod:`.hub`: ``--push_to_hub``.
+
+Time convention everywhere (``docs/method.md`` section 1): ``sigma = 0`` is data, ``sigma = 1`` is noise, models
+receive ``timestep = 1000 * sigma``.
+"""
+
+from .checkpointing import (
+    CHECKPOINT_PREFIX, checkpoint_step, list_checkpoints, load_ema, register_checkpoint_hooks, resolve_resume_path,
+    save_checkpoint,
+)
+from .cli import (
+    DEFAULT_MAX_TRAIN_STEPS, DEFAULT_RESOLUTION, DIGITS_RESOLUTION, TrainingError, build_parser, parse_args, run_main,
+    training_command, uses_image_data,
+)
+from .configs import (
+    DEFAULT_MLP_CONFIG, DEFAULT_UNET_CONFIG, build_model, image_model_config, load_model_config, resolve_image_geometry,
+    vector_model_config,
+)
+from .data import (
+    IMAGE_EXTENSIONS, LevelsTensorDataset, PILImageDataset, TrainingData, VectorDataset, calibration_data,
+    load_training_data,
+)
+from .hub import push_to_hub
+from .loop import TrainingResult, create_accelerator, create_ema, ema_weights, seed_everything, train
+from .model_card import calibration_markdown, hub_base_model, render_model_card, update_calibration
+
+__all__ = [
+    "CHECKPOINT_PREFIX", "DEFAULT_MAX_TRAIN_STEPS", "DEFAULT_MLP_CONFIG", "DEFAULT_RESOLUTION", "DEFAULT_UNET_CONFIG",
+    "DIGITS_RESOLUTION", "IMAGE_EXTENSIONS", "LevelsTensorDataset", "PILImageDataset", "TrainingData", "TrainingError",
+    "TrainingResult", "VectorDataset", "build_model", "build_parser", "calibration_data", "calibration_markdown",
+    "checkpoint_step", "create_accelerator", "create_ema", "ema_weights", "hub_base_model", "image_model_config",
+    "list_checkpoints", "load_ema", "load_model_config", "load_training_data", "parse_args", "push_to_hub",
+    "register_checkpoint_hooks", "render_model_card", "resolve_image_geometry", "resolve_resume_path", "run_main",
+    "save_checkpoint", "seed_everything", "train", "training_command", "update_calibration", "uses_image_data",
+    "vector_model_config",
+]

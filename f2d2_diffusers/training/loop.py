@@ -1,0 +1,253 @@
+"""Accelerate and the training loop both scripts run: setup, seeding, EMA, the optimisation itself.
+
+Time convention everywhere (``docs/method.md`` section 1): ``sigma = 0`` is data, ``sigma = 1`` is noise, models
+receive ``timestep = 1000 * sigma``. Images live in [-1, 1]; discrete images are uniformly dequantised per batch.
+"""
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable, Dict, Tuple
+
+import torch
+
+from .checkpointing import checkpoint_step, resolve_resume_path, save_checkpoint
+from .cli import DEFAULT_MAX_TRAIN_STEPS, TrainingError
+from .data import TrainingData
+
+logger = logging.getLogger("f2d2_training")
+
+
+def _no_accelerator_available() -> bool:
+    accel = getattr(torch, "accelerator", None)
+    if accel is not None and hasattr(accel, "is_available"):
+        return not accel.is_available()
+    return not torch.cuda.is_available()
+
+
+def create_accelerator(args):
+    """An ``Accelerator`` set up like ``train_unconditional.py``'s, plus multi-process CPU runs.
+
+    ``accelerate launch --multi_gpu --num_processes N`` on a machine with no GPU starts N processes that Accelerate
+    would each run alone; here they join one gloo process group (MULTI_CPU) instead.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
+
+    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = multi_process and _no_accelerator_available()
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.logger == "none" else args.logger,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=7200))],
+        cpu=cpu,
+    )
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
+        level=logging.INFO if accelerator.is_local_main_process else logging.ERROR,
+    )
+    import diffusers
+
+    if accelerator.is_local_main_process:
+        diffusers.utils.logging.set_verbosity_warning()
+    else:
+        diffusers.utils.logging.set_verbosity_error()
+    return accelerator
+
+
+def seed_everything(args, accelerator, device_specific: bool) -> None:
+    """``--seed`` for every generator: the same on every process (``device_specific=False``, for identical initial
+    weights) or offset by the process index (``True``, for per-process training noise). No seed: nothing is set."""
+    if args.seed is not None:
+        from accelerate.utils import set_seed
+
+        set_seed(args.seed, device_specific=device_specific)
+
+
+def create_ema(args, model):
+    """An ``EMAModel`` of ``model`` (``train_unconditional.py``'s warm-up settings), or ``None`` without ``--use_ema``."""
+    if not args.use_ema:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(
+        model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
+        power=args.ema_power, model_cls=type(model), model_config=model.config,
+    )
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train` reports for the model card."""
+
+    global_step: int
+    last_logs: Dict[str, float]
+    batch_description: str = ""
+    #: Wall time of this run's training loop (a resumed run counts from its resume).
+    seconds: float = 0.0
+    device_description: str = ""
+
+
+def train(
+    args,
+    accelerator,
+    model,
+    data: TrainingData,
+    loss_fn: Callable[[torch.nn.Module, torch.Tensor], Tuple[torch.Tensor, Dict[str, float]]],
+    ema_model=None,
+    tracker_name: str = "f2d2",
+) -> TrainingResult:
+    """Optimise ``model`` on ``data`` with ``loss_fn(prepared_model, model_space_batch) -> (loss, logs)``.
+
+    AdamW, ``get_scheduler``, ``accelerator.accumulate``, gradient clipping, EMA, ``checkpoint-N`` folders with
+    pruning, resuming (``--resume_from_checkpoint``) with the batches of the interrupted epoch skipped,
+    ``accelerator.log`` and a progress bar on the main process.
+    """
+    from diffusers.optimization import get_scheduler
+    from tqdm.auto import tqdm
+
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
+    )
+    dataloader = torch.utils.data.DataLoader(
+        data.dataset, batch_size=args.train_batch_size, shuffle=True, num_workers=args.dataloader_num_workers,
+    )
+    if len(data.dataset) == 0:
+        raise TrainingError("the training set is empty")
+    # Steps per epoch as each process will see them after `prepare` shards the data.
+    batches_per_process = math.ceil(len(dataloader) / accelerator.num_processes)
+    updates_per_epoch = max(1, math.ceil(batches_per_process / args.gradient_accumulation_steps))
+    if args.max_train_steps is not None:
+        max_train_steps = args.max_train_steps
+    elif args.num_epochs is not None:
+        max_train_steps = args.num_epochs * updates_per_epoch
+    else:
+        max_train_steps = DEFAULT_MAX_TRAIN_STEPS
+    # The prepared scheduler steps once per process for every optimiser step.
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+    if ema_model is not None:
+        ema_model.to(accelerator.device)
+    updates_per_epoch = max(1, math.ceil(len(dataloader) / args.gradient_accumulation_steps))
+    num_epochs = math.ceil(max_train_steps / updates_per_epoch)
+
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        tracker_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers(tracker_name, config=tracker_config)
+
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info("***** Running training *****")
+    logger.info(f"  Data = {data.description}")
+    logger.info(f"  Num examples = {len(data.dataset)}")
+    logger.info(f"  Num epochs = {num_epochs}")
+    logger.info(f"  Batch size per process = {args.train_batch_size}")
+    logger.info(f"  Total batch size (parallel, distributed & accumulation) = {total_batch_size}")
+    logger.info(f"  Gradient accumulation steps = {args.gradient_accumulation_steps}")
+    logger.info(f"  Total optimisation steps = {max_train_steps}")
+
+    global_step, first_epoch, resume_batches = 0, 0, 0
+    resume_path = resolve_resume_path(args)
+    if resume_path is not None:
+        accelerator.print(f"resuming from {resume_path}")
+        try:
+            accelerator.load_state(resume_path)
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            raise TrainingError(f"cannot resume from {resume_path}: {type(err).__name__}: {err}") from None
+        global_step = checkpoint_step(resume_path)
+        first_epoch = global_step // updates_per_epoch
+        resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+
+    log_file = None
+    if accelerator.is_main_process:
+        os.makedirs(os.path.join(args.output_dir, "logs"), exist_ok=True)
+        log_file = open(os.path.join(args.output_dir, "logs", "train_log.jsonl"), "a")
+
+    start_time = time.perf_counter()
+    progress_bar = tqdm(range(max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process,
+                        desc="Steps")
+    logs: Dict[str, float] = {}
+    try:
+        for epoch in range(first_epoch, num_epochs):
+            if global_step >= max_train_steps:
+                break
+            model.train()
+            loader = dataloader
+            if epoch == first_epoch and resume_batches > 0:
+                loader = accelerator.skip_first_batches(dataloader, resume_batches)
+            for batch in loader:
+                clean = data.to_model_space(batch.to(accelerator.device))
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        loss, extra = loss_fn(model, clean)
+                    if not torch.isfinite(loss):
+                        raise TrainingError(f"the loss became {loss.item()} at step {global_step}; lower --learning_rate")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and args.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad()
+                if accelerator.sync_gradients:
+                    if ema_model is not None:
+                        ema_model.step(model.parameters())
+                    progress_bar.update(1)
+                    global_step += 1
+                    logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0], "step": global_step,
+                            "epoch": epoch, "elapsed_seconds": round(time.perf_counter() - start_time, 2), **extra}
+                    if ema_model is not None:
+                        logs["ema_decay"] = ema_model.cur_decay_value
+                    progress_bar.set_postfix(loss=f"{logs['loss']:.4g}", lr=f"{logs['lr']:.2g}")
+                    accelerator.log(logs, step=global_step)
+                    if log_file is not None:
+                        log_file.write(json.dumps(logs) + "\n")
+                        log_file.flush()
+                    if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+                        save_checkpoint(args, accelerator, global_step)
+                    if global_step >= max_train_steps:
+                        break
+    finally:
+        progress_bar.close()
+        if log_file is not None:
+            log_file.close()
+    accelerator.wait_for_everyone()
+    batch_description = (
+        f"{args.train_batch_size} per process x {accelerator.num_processes} process(es) x "
+        f"{args.gradient_accumulation_steps} accumulation step(s) = {total_batch_size}"
+    )
+    device = accelerator.device.type
+    device_description = f"{accelerator.num_processes} process(es) on {device}" + (
+        f", {torch.get_num_threads()} CPU thread(s) each" if device == "cpu" else ""
+    )
+    return TrainingResult(global_step=global_step, last_logs=logs, batch_description=batch_description,
+                          seconds=time.perf_counter() - start_time, device_description=device_description)
+
+
+class ema_weights:
+    """Context manager: the unwrapped model holds the EMA weights inside, its own weights again after."""
+
+    def __init__(self, model, ema_model):
+        self.model, self.ema_model = model, ema_model
+
+    def __enter__(self):
+        if self.ema_model is not None:
+            self.ema_model.store(self.model.parameters())
+            self.ema_model.copy_to(self.model.parameters())
+        return self.model
+
+    def __exit__(self, *exc):
+        if self.ema_model is not None:
+            self.ema_model.restore(self.model.parameters())
+        return False

@@ -1,0 +1,56 @@
+"""What the Space shows and allows: its texts, request limits, the Explain tab's plots and where files are looked up.
+
+Imports nothing beyond the standard library: ``prepare_space.py`` reads the plot list from here without gradio.
+"""
+
+from pathlib import Path
+
+#: The folder of ``app.py``: a deployed Space keeps its checkpoints and plots here.
+APP_DIR = Path(__file__).resolve().parent
+#: The repository root when the app runs from a source checkout.
+REPO_ROOT = APP_DIR.parent
+
+# Request limits: each bounds the work (or memory) one request can ask of a small shared CPU.
+MAX_SAMPLE_STEPS = 8
+LIKELIHOOD_STEPS = (1, 2, 4, 8)
+MAX_IMAGE_BATCH = 64
+MAX_VECTOR_BATCH = 2000
+MAX_TEACHER_STEPS = 200
+MAX_POINTS = 2000
+MAX_UPLOAD_PIXELS = 4096 * 4096
+#: Largest upload, in MB (gradio's own limit, and that of a points file).
+MAX_UPLOAD_MB = 10
+MAX_SEED = 2**32 - 1
+
+#: The Explain tab's plots, ``(path relative to the repository root or APP_DIR, caption)``; a caption names its
+#: data set before ``": "`` and the script that writes the plot in its final parentheses.
+EXPLAIN_PLOTS = (
+    ("benchmarks/results/calibration_digits.png", "Digits: error against network calls, and per segment (benchmarks/calibration.py)"),
+    ("benchmarks/results/calibration_checkerboard.png", "Checkerboard: error against network calls, and per segment (benchmarks/calibration.py)"),
+    ("benchmarks/results/likelihood_digits.png", "Digits: error against wall time, F2D2 and the ODE solvers people use (benchmarks/bench_likelihood.py)"),
+)
+
+INTRO_TEXT = (
+    "# F2D2: few-step sampling *and* log-likelihood\n"
+    "One distilled network gives samples and their log-likelihood in 1–8 network calls, and scores your "
+    "own inputs in as few; a flow-matching teacher needs hundreds of calls for the same likelihood."
+)
+
+METHOD_TEXT = """
+### How F2D2 works
+
+A flow-matching model turns noise into data by following a learned velocity field, and the exact log-likelihood
+of a point comes from adding up the divergence of that field along the same path, which normally costs hundreds
+of network calls, each with many backward passes for the divergence. F2D2 distils such a teacher into one network
+with two heads: for a point, a noise level σ and a step h, one head gives the *average velocity* over the step
+(the point jumps to `x + h·u`) and the other the *average divergence* (the log-density changes by `−h·D`). A few
+such jumps from noise to data draw a sample and give its log-likelihood at no extra cost; the same jumps run
+from data to noise (h > 0) score an input you give it. The reference number is the teacher's own likelihood from
+an adaptive ODE solve (dopri5 with the exact divergence): the closer F2D2's bits/dim at 1–8 calls comes to it,
+the better the distillation.
+
+- Convention (diffusers): σ = 0 is data, σ = 1 is noise, `x_σ = (1 − σ)·x + σ·ε`.
+- Images are grey levels `k ∈ {0..L−1}` (L = 17 for the 8×8 digits), dequantised to `z = 2(k + u)/L − 1`;
+  bits/dim = `−(log p(z) + d·log 2 − d·log L) / (d·ln 2)`. Lower is better.
+- For 2-D points the data are continuous, so bits/dim is that of the density itself and can be negative.
+"""

@@ -1,0 +1,226 @@
+"""The Space's models: a registry of named choices, loaded on first use and cached.
+
+Which models exist is decided by a :class:`ModelRegistry`; ``ui.build_demo(registry=...)`` takes any registry, so
+tests inject tiny random-weight models through ``ModelSpec(pipeline_factory=..., teacher_factory=...)``.
+"""
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2Pipeline, load_teacher, sample_shape
+from f2d2_diffusers.hub import is_hub_repo_id
+
+from content import APP_DIR, REPO_ROOT
+from errors import InputError, ModelUnavailable
+
+
+@dataclass
+class ModelSpec:
+    """One model choice.
+
+    Args:
+        name: the label in the UI, also the ``model`` value of both API endpoints.
+        source: folder or Hub id of a saved ``F2D2Pipeline`` (ignored when ``pipeline_factory`` is given).
+        teacher_source: folder (holding ``unet/``) or Hub id of its flow-matching teacher; ``None``: no teacher.
+        pipeline_factory / teacher_factory: build the pipeline / teacher directly (tests inject tiny models here).
+        missing_hint: appended to the message when the checkpoint is missing (how to get it).
+        reference_options: keyword arguments for ``reference_log_likelihood`` (default: dopri5, rtol = atol = 1e-5).
+    """
+
+    name: str
+    source: Optional[str] = None
+    teacher_source: Optional[str] = None
+    pipeline_factory: Optional[Callable[[], F2D2Pipeline]] = None
+    teacher_factory: Optional[Callable[[], torch.nn.Module]] = None
+    missing_hint: str = ""
+    reference_options: Dict[str, Any] = field(default_factory=dict)
+
+
+def _device() -> torch.device:
+    return torch.device(os.environ.get("F2D2_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+class ModelRegistry:
+    """Model choices, loaded on first use and cached (thread-safe)."""
+
+    def __init__(self, specs: Sequence[ModelSpec]):
+        if not specs:
+            raise ValueError("a registry needs at least one model")
+        self._specs: "OrderedDict[str, ModelSpec]" = OrderedDict((s.name, s) for s in specs)
+        self._cache: Dict[Tuple[str, str], Any] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def names(self) -> List[str]:
+        return list(self._specs)
+
+    def spec(self, name: str) -> ModelSpec:
+        if name not in self._specs:
+            raise InputError(f"Unknown model {name!r}; choose one of: {', '.join(self._specs)}.")
+        return self._specs[name]
+
+    def _cached(self, key: Tuple[str, str], build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = build()
+            return self._cache[key]
+
+    def pipeline(self, name: str) -> F2D2Pipeline:
+        spec = self.spec(name)
+
+        def build():
+            pipe = spec.pipeline_factory() if spec.pipeline_factory is not None else _load_pipeline(spec)
+            pipe = pipe.to(_device())
+            pipe.unet.eval()
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
+
+        return self._cached((name, "pipeline"), build)
+
+    def likelihood_pipeline(self, name: str) -> F2D2LikelihoodPipeline:
+        """The likelihood pipeline sharing the sampling pipeline's network (loaded once for both)."""
+
+        def build():
+            pipe = F2D2LikelihoodPipeline.from_pipe(self.pipeline(name))
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
+
+        return self._cached((name, "likelihood"), build)
+
+    def has_teacher(self, name: str) -> bool:
+        spec = self.spec(name)
+        return spec.teacher_factory is not None or bool(spec.teacher_source)
+
+    def teacher(self, name: str) -> torch.nn.Module:
+        """The flow-matching teacher; raises ``ModelUnavailable`` when there is none or it cannot be loaded."""
+        spec = self.spec(name)
+        if not self.has_teacher(name):
+            raise ModelUnavailable(f"The model {name!r} has no teacher configured, so there is no teacher to compare with.")
+
+        def build():
+            if spec.teacher_factory is not None:
+                model = spec.teacher_factory()
+            else:
+                model = _load_teacher(spec.teacher_source, name)
+            model = model.to(_device()).eval()
+            model.requires_grad_(False)
+            return model
+
+        return self._cached((name, "teacher"), build)
+
+    def status(self, name: str) -> str:
+        """One line on whether the model can be loaded, without loading it."""
+        spec = self.spec(name)
+        if spec.pipeline_factory is not None:
+            return "ready"
+        if (name, "pipeline") in self._cache:
+            return "loaded"
+        if not spec.source:
+            return "not configured"
+        if not is_hub_repo_id(spec.source):
+            path = Path(spec.source).expanduser()
+            if (path / "model_index.json").is_file():
+                return f"ready (`{_display_path(path)}`)"
+            return f"**missing**: no checkpoint at `{_display_path(path)}` yet"
+        return f"Hub id `{spec.source}` (loaded on first use)"
+
+    def first_available(self) -> str:
+        """The first model whose checkpoint is there (or that is injected / on the Hub), else the first one."""
+        return next((n for n in self._specs if not self.status(n).startswith(("**missing**", "not configured"))), self.names[0])
+
+    def status_markdown(self) -> str:
+        lines = ["**Models**"]
+        for name in self._specs:
+            teacher = "with teacher" if self.has_teacher(name) else "no teacher"
+            lines.append(f"- `{name}`: {self.status(name)}; {teacher}")
+        return "\n".join(lines)
+
+
+def pipeline_sample_shape(pipe) -> Tuple[int, ...]:
+    """Shape of one sample of ``pipe``'s model: ``(C, H, W)`` for images, ``(d,)`` for vectors."""
+    shape = sample_shape(pipe.unet.config)
+    if shape is None:
+        raise ModelUnavailable("The model's config has no sample_size, so the demo does not know the data's shape.")
+    return shape
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _load_pipeline(spec: ModelSpec) -> F2D2Pipeline:
+    source = spec.source
+    hint = f" {spec.missing_hint}" if spec.missing_hint else ""
+    if not source:
+        raise ModelUnavailable(f"The model {spec.name!r} has no checkpoint configured.{hint}")
+    # A local folder is checked first, so that a half-trained checkpoint gets a clear message, not a loader error.
+    if not is_hub_repo_id(source):
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            raise ModelUnavailable(f"The {spec.name!r} checkpoint is not available: no folder at {path}.{hint}")
+        if not (path / "model_index.json").is_file():
+            raise ModelUnavailable(
+                f"The {spec.name!r} checkpoint is not available: {path} has no model_index.json "
+                f"(training may still be running).{hint}"
+            )
+    try:
+        return F2D2Pipeline.from_pretrained(source)
+    except Exception as err:  # noqa: BLE001 - any loader failure is reported, the app keeps serving
+        offline = " HF_HUB_OFFLINE is set, so only the local Hub cache is used." if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise ModelUnavailable(
+            f"Could not load the {spec.name!r} model from {source} ({type(err).__name__}: {err}).{offline}{hint}"
+        ) from None
+
+
+def _load_teacher(source: str, name: str) -> torch.nn.Module:
+    try:
+        return load_teacher(source)
+    except (OSError, ValueError) as err:
+        raise ModelUnavailable(f"The teacher of {name!r} is not available (training may still be running): {err}") from None
+
+
+def _shipped(folder: str) -> str:
+    """A shipped checkpoint: next to ``app.py`` (a deployed Space) or in the repository root (a source checkout)."""
+    for base in (APP_DIR, REPO_ROOT):
+        if (base / "checkpoints" / folder).is_dir():
+            return str(base / "checkpoints" / folder)
+    return str(REPO_ROOT / "checkpoints" / folder)
+
+
+def default_registry() -> ModelRegistry:
+    """The shipped digits and checkerboard models, plus ``F2D2_EXTRA_MODEL`` when it is set."""
+    env = os.environ.get
+    specs = [
+        ModelSpec(
+            name="digits (8x8, 17 grey levels)",
+            source=env("F2D2_DIGITS_MODEL") or _shipped("f2d2-digits"),
+            teacher_source=env("F2D2_DIGITS_TEACHER") or _shipped("fm-digits"),
+            missing_hint="Train it with training/train_f2d2.py (see README.md), or set F2D2_DIGITS_MODEL to a folder or Hub id.",
+        ),
+        ModelSpec(
+            name="checkerboard (2-D points)",
+            source=env("F2D2_CHECKERBOARD_MODEL") or _shipped("f2d2-checkerboard"),
+            teacher_source=env("F2D2_CHECKERBOARD_TEACHER") or _shipped("fm-checkerboard"),
+            missing_hint="Train it with training/train_f2d2.py (see README.md), or set F2D2_CHECKERBOARD_MODEL to a folder or Hub id.",
+        ),
+    ]
+    extra = env("F2D2_EXTRA_MODEL")
+    if extra:
+        specs.append(
+            ModelSpec(
+                name=env("F2D2_EXTRA_MODEL_NAME") or f"custom: {extra}",
+                source=extra,
+                teacher_source=env("F2D2_EXTRA_TEACHER") or None,
+                missing_hint="Check F2D2_EXTRA_MODEL.",
+            )
+        )
+    return ModelRegistry(specs)

@@ -1,0 +1,134 @@
+"""Pictures the Space shows: captioned image grids, 2-D scatter plots, the converted input and the benchmark plots."""
+
+import io
+import math
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageFont
+
+from content import APP_DIR, EXPLAIN_PLOTS, REPO_ROOT
+
+#: Axis limits of a 2-D plot: ``((x_min, x_max), (y_min, y_max))``.
+Limits = Tuple[Tuple[float, float], Tuple[float, float]]
+
+
+def _font(size: int):
+    try:
+        return PIL.ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return PIL.ImageFont.load_default()
+
+
+def render_image_grid(images: np.ndarray, captions: Optional[Sequence[str]] = None, tile: int = 80) -> PIL.Image.Image:
+    """``images`` ``(B, H, W, C)`` in [0, 1] as one grid image, each tile upscaled (nearest) to ``tile`` pixels
+    and captioned."""
+    count = images.shape[0]
+    columns = min(8, max(1, math.ceil(math.sqrt(count))))
+    rows = math.ceil(count / columns)
+    caption_height = 18 if captions else 0
+    pad = 6
+    grid = PIL.Image.new("RGB", (columns * (tile + pad) + pad, rows * (tile + pad + caption_height) + pad), "white")
+    draw = PIL.ImageDraw.Draw(grid)
+    font = _font(11)
+    for i in range(count):
+        array = (np.clip(images[i], 0, 1) * 255).round().astype(np.uint8)
+        tile_image = PIL.Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).convert("RGB")
+        tile_image = tile_image.resize((tile, tile), PIL.Image.Resampling.NEAREST)
+        x = pad + (i % columns) * (tile + pad)
+        y = pad + (i // columns) * (tile + pad + caption_height)
+        grid.paste(tile_image, (x, y))
+        if captions:
+            draw.text((x + tile / 2, y + tile + 2), captions[i], fill="black", font=font, anchor="ma")
+    return grid
+
+
+def render_levels(levels: np.ndarray, num_levels: int, tile: int = 160) -> PIL.Image.Image:
+    """The converted input (integer levels ``(H, W, C)``) as the model sees it, upscaled."""
+    array = levels.astype(np.float64) / (num_levels - 1)
+    return render_image_grid(array[None], None, tile=tile)
+
+
+def _figure_to_image(fig) -> PIL.Image.Image:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buffer)
+    buffer.seek(0)
+    return PIL.Image.open(buffer).convert("RGB")
+
+
+def render_scatter(
+    points: np.ndarray,
+    values: Optional[np.ndarray],
+    title: str,
+    colour_label: str = "log p (nats)",
+    limits: Optional[Limits] = None,
+) -> PIL.Image.Image:
+    """Points ``(N, d)`` (their first two coordinates) as a scatter image, coloured by ``values`` ``(N,)`` when given.
+
+    ``limits``: shared axes between plots (see :func:`shared_limits`); default: fitted to the points.
+    """
+    # matplotlib is imported here, not at module level: only 2-D models need it, and it is slow to import.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 4.4), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = points[:, 0]
+    ys = points[:, 1] if points.shape[1] > 1 else np.zeros_like(xs)
+    size = 18 if len(points) <= 200 else 6
+    if values is not None:
+        mappable = ax.scatter(xs, ys, c=values, s=size, cmap="viridis", linewidths=0)
+        fig.colorbar(mappable, ax=ax, label=colour_label)
+    else:
+        ax.scatter(xs, ys, s=size, color="tab:grey", linewidths=0)
+    if limits is not None:
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
+        ax.set_aspect("equal", adjustable="box")
+    else:
+        ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("x₁")
+    ax.set_ylabel("x₂" if points.shape[1] > 1 else "")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _figure_to_image(fig)
+
+
+def shared_limits(*point_sets: np.ndarray) -> Limits:
+    """Axis limits covering the first two coordinates of every set of points ``(N, d)``, with a 5% margin."""
+    stacked = np.concatenate([p[:, :2] for p in point_sets])
+    if stacked.shape[1] == 1:
+        stacked = np.concatenate([stacked, np.zeros_like(stacked)], axis=1)
+    low, high = stacked.min(axis=0), stacked.max(axis=0)
+    margin = 0.05 * np.maximum(high - low, 1e-3)
+    return tuple((float(a), float(b)) for a, b in zip(low - margin, high + margin))
+
+
+def explain_plots(roots: Sequence[Path] = (REPO_ROOT, APP_DIR)) -> Tuple[List[Tuple[PIL.Image.Image, str]], str]:
+    """``(gallery items, status markdown)`` for the benchmark plots of ``content.EXPLAIN_PLOTS`` that exist now.
+
+    A plot is looked up under each of ``roots`` in turn; the status names the missing ones and the script to run.
+    """
+    items, missing = [], []
+    for relative, caption in EXPLAIN_PLOTS:
+        found = next((root / relative for root in roots if (root / relative).is_file()), None)
+        if found is None:
+            missing.append(f"- `{relative}`: not there yet ({caption.split(': ', 1)[0]}; run {caption.split('(')[-1].rstrip(')')}).")
+            continue
+        try:
+            with PIL.Image.open(found) as image:
+                items.append((image.convert("RGB"), caption))
+        except Exception as err:  # noqa: BLE001 - a broken plot file is reported, the tab still renders
+            missing.append(f"- `{relative}`: could not be read ({type(err).__name__}).")
+    if missing:
+        status = "**Benchmark plots**\n\n" + "\n".join(missing)
+        if not items:
+            status += "\n\nNo plot yet: they appear here once the benchmarks have been run (press Refresh)."
+    else:
+        status = "**Benchmark plots**: all found."
+    return items, status

@@ -1,0 +1,225 @@
+"""The gradio app: the Sample, Likelihood and Explain tabs, the two public endpoints, and error handling."""
+
+import functools
+import logging
+import os
+from typing import Callable, Optional
+
+import gradio as gr
+import torch
+
+from actions import DemoActions
+from content import (
+    INTRO_TEXT, MAX_IMAGE_BATCH, MAX_SAMPLE_STEPS, MAX_SEED, MAX_TEACHER_STEPS, MAX_VECTOR_BATCH, METHOD_TEXT,
+)
+from errors import InputError, ModelUnavailable
+from inputs import example_digit, example_points
+from registry import ModelRegistry, default_registry
+from render import explain_plots
+
+logger = logging.getLogger("f2d2_space")
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn any exception into a ``gr.Error`` with a readable message; the server keeps serving."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (InputError, ModelUnavailable) as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        except torch.OutOfMemoryError:
+            raise gr.Error("Out of memory: try a smaller batch or fewer teacher steps.", print_exception=False) from None
+        except Exception as err:  # noqa: BLE001 - never take the app down
+            logger.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}). The app is still running.") from None
+
+    return wrapper
+
+
+# Components are patched per instance rather than subclassed: gradio writes a ``.pyi`` stub next to the source file
+# of every component subclass it sees.
+
+
+def _checked_image(**kwargs) -> gr.Image:
+    """``gr.Image`` that answers an unreadable upload (a non-image file) with a clear ``gr.Error``."""
+    component = gr.Image(**kwargs)
+    preprocess = component.preprocess
+
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever the decoder raises, the upload is not a readable image
+            raise gr.Error(
+                f"Could not read the uploaded file as an image ({type(err).__name__}); upload a PNG, JPEG, WebP or BMP.",
+                print_exception=False,
+            ) from None
+
+    component.preprocess = checked
+    return component
+
+
+def _labelled(component):
+    """``component`` whose input errors (e.g. gradio's own bounds check on API calls) name the field."""
+    preprocess = component.preprocess
+
+    def labelled(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error as err:
+            raise gr.Error(f"{component.label}: {err.message}", print_exception=False) from None
+
+    component.preprocess = labelled
+    return component
+
+
+def Slider(*args, **kwargs) -> gr.Slider:  # noqa: N802 - stands in for gr.Slider
+    return _labelled(gr.Slider(*args, **kwargs))
+
+
+def Number(*args, **kwargs) -> gr.Number:  # noqa: N802 - stands in for gr.Number
+    return _labelled(gr.Number(*args, **kwargs))
+
+
+def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
+    """The Blocks app. ``registry``: the models (default: :func:`registry.default_registry`)."""
+    registry = registry or default_registry()
+    actions = DemoActions(registry)
+    names = registry.names
+    default_model = registry.first_available()
+    vector_default = next((n for n in names if "checkerboard" in n or "2-D" in n), names[0])
+
+    # The parameter names and defaults of these two are the public API of /sample and /likelihood.
+    @user_errors
+    def sample(model: str, num_steps: int = 1, seed: int = 0, batch_size: int = 16, teacher_steps: int = 0):
+        return actions.sample(model, num_steps, seed, batch_size, teacher_steps)
+
+    @user_errors
+    def likelihood(
+        model: str, image=None, sketch=None, points: str = "", points_file=None, reference: bool = True, seed: int = 0
+    ):
+        return actions.likelihood(model, image, sketch, points, points_file, reference, seed)
+
+    with gr.Blocks(title="F2D2: few-step sampling and likelihood") as demo:
+        gr.Markdown(INTRO_TEXT)
+        status = gr.Markdown(registry.status_markdown())
+        with gr.Tabs():
+            with gr.Tab("Sample", id="sample"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=260):
+                        s_model = gr.Dropdown(names, value=default_model, label="Model")
+                        s_steps = Slider(1, MAX_SAMPLE_STEPS, value=2, step=1, label="Sampling steps (network calls)")
+                        s_seed = Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                        s_batch = Number(
+                            value=16, precision=0, minimum=1, maximum=MAX_VECTOR_BATCH, label="Batch size",
+                            info=f"images: up to {MAX_IMAGE_BATCH}; 2-D points: up to {MAX_VECTOR_BATCH}",
+                        )
+                        s_teacher = Slider(
+                            0, MAX_TEACHER_STEPS, value=0, step=1, label="Teacher Euler steps (0 = no comparison)",
+                        )
+                        s_go = gr.Button("Generate", variant="primary")
+                    with gr.Column(scale=2):
+                        s_summary = gr.Markdown(elem_id="sample-summary")
+                        s_grid = gr.Image(label="F2D2 samples, each with its log p (nats)", type="pil", format="png")
+                        s_teacher_image = gr.Image(
+                            label="Teacher samples (same noise)", type="pil", format="png", visible=False
+                        )
+                        s_table = gr.Dataframe(
+                            label="Log-likelihood of every sample", interactive=False, max_height=300, elem_id="sample-table"
+                        )
+                        with gr.Accordion("Raw values (JSON)", open=False):
+                            s_details = gr.JSON(label="Details")
+                s_go.click(
+                    sample,
+                    [s_model, s_steps, s_seed, s_batch, s_teacher],
+                    [s_grid, s_table, s_summary, s_details, s_teacher_image],
+                    api_name="sample",
+                    api_description="Few-step samples with the log-likelihood of each (and the teacher's Euler samples).",
+                    concurrency_limit=1,
+                    concurrency_id="compute",
+                ).then(  # show the teacher's panel only when there is a comparison (UI only; the API is unchanged)
+                    lambda details: gr.Image(visible=bool(details and details.get("teacher"))),
+                    s_details,
+                    s_teacher_image,
+                    api_visibility="private",
+                    queue=False,
+                )
+
+            with gr.Tab("Likelihood", id="likelihood"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=300):
+                        l_model = gr.Dropdown(names, value=default_model, label="Model")
+                        gr.Markdown(
+                            "Image models use the uploaded image if there is one, otherwise the drawing. "
+                            "2-D models use the uploaded file if there is one, otherwise the pasted points."
+                        )
+                        with gr.Tabs():
+                            with gr.Tab("Upload image"):
+                                l_image = _checked_image(
+                                    label="Image (any size; converted for the model)", type="pil", image_mode=None,
+                                    height=280, elem_id="likelihood-image",
+                                )
+                                l_example = gr.Button("Use an example digit", size="sm")
+                            with gr.Tab("Draw"):
+                                l_sketch = gr.Sketchpad(
+                                    label="Draw a digit", type="pil", image_mode="RGB", canvas_size=(256, 256),
+                                    brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=20),
+                                )
+                            with gr.Tab("2-D points"):
+                                l_points = gr.Textbox(
+                                    value="", label="Points (CSV: one point per line)", lines=6, placeholder="x1, x2\n0.5, -1.2\n1.5, 2.0",
+                                )
+                                l_points_file = gr.File(label="…or a .csv / .npy file", file_types=[".csv", ".npy", ".txt"], height=120)
+                                l_example_points = gr.Button("Use example checkerboard points", size="sm")
+                        l_reference = gr.Checkbox(
+                            value=True, label="Also run the teacher's reference ODE (dopri5: hundreds of calls, about a minute per digit on a small CPU)"
+                        )
+                        l_seed = Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Dequantisation seed")
+                        l_go = gr.Button("Compute likelihood", variant="primary")
+                    with gr.Column(scale=2):
+                        l_table = gr.Dataframe(
+                            label="Bits per dimension by method", interactive=False, elem_id="likelihood-table",
+                            column_widths=["29%", "13%", "11%", "14%", "11%", "22%"], wrap=True,
+                        )
+                        l_summary = gr.Markdown(elem_id="likelihood-summary")
+                        l_preview = gr.Image(label="What the model scored", type="pil", format="png")
+                        with gr.Accordion("Raw values (JSON)", open=False):
+                            l_details = gr.JSON(label="Details")
+                l_go.click(
+                    likelihood,
+                    [l_model, l_image, l_sketch, l_points, l_points_file, l_reference, l_seed],
+                    [l_table, l_summary, l_preview, l_details],
+                    api_name="likelihood",
+                    api_description="Bits/dim of an image, a drawing or 2-D points at 1, 2, 4, 8 steps, beside the teacher's ODE.",
+                    concurrency_limit=1,
+                    concurrency_id="compute",
+                )
+                l_example.click(
+                    user_errors(example_digit), None, l_image, api_visibility="private", queue=False
+                )
+                l_example_points.click(
+                    lambda: (example_points(), vector_default), None, [l_points, l_model], api_visibility="private", queue=False
+                )
+
+            with gr.Tab("Explain", id="explain"):
+                gr.Markdown(METHOD_TEXT)
+                e_status = gr.Markdown()
+                # The plots are wide (two panels each): shown one at a time, whole, with thumbnails to switch, rather
+                # than cropped to square grid tiles.
+                e_gallery = gr.Gallery(label="Error against network calls, and per segment", preview=True, height=520,
+                                       object_fit="contain", format="png")
+                e_refresh = gr.Button("Refresh plots", size="sm")
+
+        def refresh():
+            items, text = explain_plots()
+            return gr.Gallery(value=items, visible=bool(items)), text, registry.status_markdown()
+
+        e_refresh.click(refresh, None, [e_gallery, e_status, status], api_visibility="private", queue=False)
+        demo.load(refresh, None, [e_gallery, e_status, status], api_visibility="private", queue=False)
+    demo.queue(max_size=int(os.environ.get("F2D2_QUEUE_SIZE", "16")), default_concurrency_limit=1)
+    return demo
