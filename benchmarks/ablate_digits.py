@@ -180,7 +180,7 @@ def main(args):
             with torch.no_grad():
                 for p_ema, p in zip(ema.parameters(), student.parameters()):
                     p_ema.lerp_(p, 1 - args.ema_decay)
-        if step % 100 == 0:
+        if step % 100 == 0 or step == 10:
             print(f"step {step}: loss {loss.item():.5f} ({time.perf_counter() - start:.0f} s)", flush=True)
     minutes = (time.perf_counter() - start) / 60
     final = ema if ema is not None else student

@@ -14,17 +14,20 @@ Writes ``<output_dir>/new_data.json`` and ``new_data.png``; ``--quick`` (tiny ru
 """
 
 import argparse
-import json
 import math
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from f2d2_diffusers.evaluation.reports import benchmark_paths, write_json
+
+PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
+REPO_ROOT = PATHS.repo_root
 DATASETS = ("pinwheel", "warped_mixture_5d")
 GRIDS = (1, 2, 4, 8)
 TARGET_NATS = 0.05
@@ -82,8 +85,7 @@ def parse_args(argv=None):
     if args.quick:
         args.teacher_steps, args.student_steps, args.num_train, args.num_test = 30, 20, 2000, 64
     if args.output_dir is None:
-        sub = os.path.join("outputs", "benchmarks-quick") if args.quick else os.path.join("benchmarks", "results")
-        args.output_dir = os.path.join(REPO_ROOT, sub)
+        args.output_dir = PATHS.output_dir(args.quick)
     return args
 
 
@@ -162,8 +164,7 @@ def main(args):
     payload = dict(description=__doc__.strip().splitlines()[0], quick=args.quick, target_nats=TARGET_NATS,
                    results=results)
     path = os.path.join(args.output_dir, f"new_data{args.tag}.json")
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2)
+    write_json(path, payload)
     plot(results, os.path.join(args.output_dir, f"new_data{args.tag}.png"))
     print(f"wrote {path} and new_data{args.tag}.png")
 

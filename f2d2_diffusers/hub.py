@@ -23,8 +23,8 @@ def is_hub_repo_id(name: str) -> bool:
     return bool(HUB_REPO_ID.match(name)) and not name.startswith((".", "/", "~")) and not os.path.exists(name)
 
 
-#: Not uploaded: resumable training state and logs.
-IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/*", "logs/*", "*/logs/*")
+#: Not uploaded: resumable training state (and leftovers of an interrupted save), logs, the cached teacher paths.
+IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/*", ".incomplete-*", ".incomplete-*/*", "logs/*", "*/logs/*", "trajectories/*")
 
 
 def files_to_upload(folder: str) -> List[str]:

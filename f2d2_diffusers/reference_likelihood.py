@@ -12,7 +12,7 @@ from diffusers.utils import BaseOutput
 from torchdiffeq import odeint
 from tqdm.auto import tqdm
 
-from .dequantization import bits_per_dim, standard_normal_log_prob
+from .dequantization import OVERFLOW_HINT, bits_per_dim, check_finite, check_num_levels, standard_normal_log_prob
 from .divergence import exact_divergence, hutchinson_divergence, hutchinson_probes
 from .flow_map import evaluate_velocity
 
@@ -70,16 +70,39 @@ def reference_log_likelihood(
         sigmas: increasing noise levels from 0 to 1 at which to also return the states and the divergence
             integral so far (e.g. a few-step grid, to measure a flow map segment by segment).
         show_progress: a tqdm counter of network calls and the current ``sigma``.
+
+    ``sample`` is moved to the model's device and dtype (a float64 input to a float32 model is solved in float32; call
+    ``model.double()`` for a float64 solve). Integer, empty or non-finite inputs raise a ``TypeError``/``ValueError``,
+    and so does a solve that breaks down (NaN or infinite velocity, or a step size underflow), which happens on inputs
+    far outside the model's range.
     """
+    if not isinstance(sample, torch.Tensor):
+        raise TypeError(f"sample must be a torch.Tensor, got {type(sample).__name__}")
+    if not sample.is_floating_point():
+        raise TypeError(
+            f"sample must be floating-point model-space data, got dtype {sample.dtype}; dequantise integer levels first "
+            "(f2d2_diffusers.dequantize(levels, num_levels))"
+        )
+    if sample.ndim < 2 or sample.shape[0] == 0 or sample[0].numel() == 0:
+        raise ValueError(f"sample must have shape (batch, *dims) with at least one sample and one value, got {tuple(sample.shape)}")
+    check_num_levels(num_levels)
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None) if isinstance(model, torch.nn.Module) else None
+    if weight is not None:
+        # As the pipelines do: the model's weights fix the precision and device of the solve.
+        sample = sample.to(device=weight.device, dtype=weight.dtype)
+    check_finite(sample, "sample")
     options = None
     if sigmas is not None:
-        grid = torch.as_tensor(sigmas, dtype=sample.dtype, device=sample.device).flatten()
+        try:
+            grid = torch.as_tensor(sigmas, dtype=sample.dtype, device=sample.device).flatten()
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"sigmas must be a list of numbers, got {sigmas!r}") from None
         if grid.numel() < 2 or grid[0] != 0 or grid[-1] != 1 or not (grid.diff() > 0).all():
             raise ValueError(f"sigmas must increase strictly from 0 to 1, got {list(map(float, grid))}")
     else:
         grid = torch.tensor([0.0, 1.0], dtype=sample.dtype, device=sample.device)
     if method in FIXED_STEP_METHODS:
-        if not isinstance(num_steps, int) or num_steps < 1:
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"fixed-step method {method!r} needs num_steps >= 1, got {num_steps!r}")
         options = {"step_size": 1.0 / num_steps}
     elif method in ADAPTIVE_METHODS:
@@ -91,8 +114,6 @@ def reference_log_likelihood(
         probe_noise = hutchinson_probes(sample, num_probes, probe, generator)
     elif divergence != "exact":
         raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
-    if not torch.isfinite(sample).all():
-        raise ValueError("sample contains NaN or infinite values")
 
     nfe = 0
     progress = tqdm(desc=f"reference likelihood ({method})", unit="call", disable=not show_progress)
@@ -111,14 +132,23 @@ def reference_log_likelihood(
             v, div = exact_divergence(velocity, x)
         else:
             v, div = hutchinson_divergence(velocity, x, noise=probe_noise)
+        # Stop at the first NaN or infinity: an adaptive solver would otherwise shrink its step until it underflows.
+        check_finite(v, f"the velocity at sigma={float(sigma):.4g} (from sample)", OVERFLOW_HINT)
+        check_finite(div, f"the divergence at sigma={float(sigma):.4g} (from sample)", OVERFLOW_HINT)
         return v, div.to(x.dtype)
 
     start = (sample, torch.zeros(sample.shape[0], dtype=sample.dtype, device=sample.device))
-    with torch.no_grad():
-        xs, integrals = odeint(augmented_dynamics, start, grid, method=method, rtol=rtol, atol=atol, options=options)
-    progress.close()
+    try:
+        with torch.no_grad():
+            xs, integrals = odeint(augmented_dynamics, start, grid, method=method, rtol=rtol, atol=atol, options=options)
+    except AssertionError as err:  # torchdiffeq's "underflow in dt": the adaptive step shrank to nothing
+        raise ValueError(f"the ODE solve from sample broke down ({err}){OVERFLOW_HINT}") from None
+    finally:
+        progress.close()
     latents, integral = xs[-1], integrals[-1]
     log_prob = standard_normal_log_prob(latents) + integral
+    check_finite(torch.cat([latents.reshape(latents.shape[0], -1), log_prob[:, None]], dim=1),
+                 "the log-likelihood computed from sample", OVERFLOW_HINT)
     return ReferenceLikelihoodOutput(
         log_prob=log_prob,
         bits_per_dim=bits_per_dim(log_prob, sample[0].numel(), num_levels),

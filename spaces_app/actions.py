@@ -195,7 +195,10 @@ class DemoActions:
         results = []
         for steps in LIKELIHOOD_STEPS:
             start = time.perf_counter()
-            out = pipe(x, num_inference_steps=steps, dequantize=False, num_levels=num_levels)
+            try:
+                out = pipe(x, num_inference_steps=steps, dequantize=False, num_levels=num_levels)
+            except ValueError as err:  # e.g. points so far out that the network overflows: say so, never show null
+                raise InputError(f"Cannot score this input: {err}.") from None
             seconds = time.perf_counter() - start
             method = f"F2D2, {steps} step{'s' if steps > 1 else ''}"
             results.append({"method": method, "steps": steps, **_means(out, seconds), **_per_input(out)})
@@ -211,7 +214,10 @@ class DemoActions:
                 ref_note = f"Reference skipped: {err}"
                 gr.Warning(ref_note)
             else:
-                ref_info = self._reference_entry(model, teacher, x, num_levels, dims)
+                try:
+                    ref_info = self._reference_entry(model, teacher, x, num_levels, dims)
+                except ValueError as err:
+                    raise InputError(f"The teacher's reference solve cannot score this input: {err}.") from None
 
         rows = []
         for entry in results + ([ref_info] if ref_info else []):

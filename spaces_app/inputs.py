@@ -13,6 +13,7 @@ import PIL.Image
 import PIL.ImageOps
 
 from f2d2_diffusers import pixels_to_levels
+from f2d2_diffusers.data.images import SIXTEEN_BIT_MODES, has_transparency, pil_to_pixels
 from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels, load_test_split
 
 from content import MAX_POINTS, MAX_UPLOAD_MB, MAX_UPLOAD_PIXELS
@@ -66,8 +67,23 @@ def prepare_image(
     notes = [f"Read a {image.width}x{image.height} {image.mode} image."]
     if image.width * image.height > MAX_UPLOAD_PIXELS:
         raise InputError(f"The image is too large ({image.width}x{image.height}); use one under 16 megapixels.")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        alpha = np.asarray(image.convert("RGBA"))[..., 3]
+    if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+        # PIL would clip these to 8 bits when converting; the library reads their range (or refuses an unknown one).
+        try:
+            pixels, max_value = pil_to_pixels(image, 1)
+        except ValueError:
+            kind = "32-bit integer" if image.mode == "I" else "floating-point"
+            raise InputError(
+                f"This image has {kind} pixels (mode {image.mode}), whose brightness range is not fixed; "
+                "save it as an 8- or 16-bit PNG."
+            ) from None
+        image = PIL.Image.fromarray(pixels_to_levels(pixels[..., 0], 256, max_value).astype(np.uint8), mode="L")
+        notes.append("Scaled its 16-bit grey values 0-65535 to 8 bits (0-255).")
+    if has_transparency(image):
+        try:
+            alpha = np.asarray(image.convert("RGBA"))[..., 3]
+        except ValueError:
+            raise InputError(f"Cannot read a {image.mode} image; upload a PNG, JPEG, WebP or BMP in RGB(A) or grey.") from None
         if (alpha < 255).any():
             fill = _contrast_fill(image)
             background = PIL.Image.new("RGBA", image.size, fill + (255,))
@@ -77,11 +93,14 @@ def prepare_image(
     mode = "L" if channels == 1 else "RGB"
     if image.mode != mode:
         was_colour = image.mode not in ("L", "1", "I", "I;16", "F", "LA")
-        if mode == "L" and was_colour:
-            rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
-            grey_already = bool((np.abs(rgb - rgb[..., :1]) <= 2).all())
-            notes.append("Converted to one grey channel." if grey_already else "Converted colour to greyscale.")
-        image = image.convert(mode)
+        try:
+            if mode == "L" and was_colour:
+                rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+                grey_already = bool((np.abs(rgb - rgb[..., :1]) <= 2).all())
+                notes.append("Converted to one grey channel." if grey_already else "Converted colour to greyscale.")
+            image = image.convert(mode)
+        except ValueError:  # a colour space PIL cannot convert (e.g. LAB)
+            raise InputError(f"Cannot read a {image.mode} image; upload a PNG, JPEG, WebP or BMP in RGB(A) or grey.") from None
     if channels == 1 and auto_invert:
         grey = np.asarray(image, dtype=np.float64)
         frame = max(1, min(grey.shape) // 16)

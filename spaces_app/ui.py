@@ -65,14 +65,26 @@ def _checked_image(**kwargs) -> gr.Image:
 
 
 def _labelled(component):
-    """``component`` whose input errors (e.g. gradio's own bounds check on API calls) name the field."""
+    """``component`` whose input errors (e.g. gradio's own bounds check on API calls) name the field.
+
+    API calls may send anything: a numeric string is read as its number, and a value that is not a number (text,
+    ``None``, NaN) is answered with a ``gr.Error`` naming the field, where gradio's own check fails with a bare
+    ``TypeError``.
+    """
     preprocess = component.preprocess
 
     def labelled(payload):
+        if isinstance(payload, str):
+            try:
+                payload = float(payload.strip())
+            except ValueError:
+                pass
         try:
             return preprocess(payload)
         except gr.Error as err:
             raise gr.Error(f"{component.label}: {err.message}", print_exception=False) from None
+        except (TypeError, ValueError):
+            raise gr.Error(f"{component.label}: expected a number, got {payload!r}.", print_exception=False) from None
 
     component.preprocess = labelled
     return component

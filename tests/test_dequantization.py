@@ -60,3 +60,48 @@ def test_out_of_range_levels_are_rejected():
         dequantize(torch.tensor([[17]]), 17)
     with pytest.raises(ValueError, match="integer levels"):
         dequantize(torch.tensor([[0.5]]), 17)
+
+
+def test_bad_levels_and_log_probs_get_clear_errors():
+    from f2d2_diffusers.dequantization import check_num_levels
+
+    assert check_num_levels(17) == 17 and check_num_levels(None) is None
+    for bad in (1, 2.5, True, "256"):
+        with pytest.raises(ValueError, match="num_levels must be an integer >= 2"):
+            check_num_levels(bad)
+    with pytest.raises(ValueError, match=r"log_prob contains NaN or infinite values \(sample \[1\]\)"):
+        bits_per_dim(torch.tensor([1.0, float("nan")]), 2, 4)
+    with pytest.raises(TypeError, match="log_prob must be a floating-point"):
+        bits_per_dim(torch.tensor([1]), 2, 4)
+    with pytest.raises(ValueError, match="num_dims must be a positive integer"):
+        bits_per_dim(torch.tensor([1.0]), 0)
+    with pytest.raises(TypeError, match="levels must hold integer grey levels"):
+        dequantize(torch.ones(1, 2, dtype=torch.bool), 17)
+    with pytest.raises(ValueError, match=r"levels must have shape \(batch, \*dims\)"):
+        dequantize(torch.zeros(0, 2, dtype=torch.long), 17)
+    with pytest.raises(ValueError, match="integer levels"):
+        dequantize(torch.tensor([[float("inf")]]), 17)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        dequantize(torch.zeros(1, 2, dtype=torch.long), 17, generator=0)
+    # Any integer dtype is read as its values (min/max have no uint16 kernels).
+    levels = torch.tensor([[0, 5, 16]])
+    torch.testing.assert_close(
+        dequantize(levels.to(torch.uint16), 17, torch.Generator().manual_seed(0)),
+        dequantize(levels, 17, torch.Generator().manual_seed(0)),
+    )
+
+
+def test_pixels_to_levels_scales_8_and_16_bit_pixels():
+    import numpy as np
+
+    from f2d2_diffusers.dequantization import pixels_to_levels
+
+    pixels = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_equal(pixels_to_levels(pixels, 256), pixels)
+    # A 16-bit copy of an 8-bit image (p * 257) gets the same levels.
+    for levels in (17, 256):
+        np.testing.assert_array_equal(pixels_to_levels(pixels.astype(np.uint16) * 257, levels, 65535), pixels_to_levels(pixels, levels))
+    with pytest.raises(ValueError, match=r"pixels must lie in \[0, 255\]"):
+        pixels_to_levels(np.array([300]), 17)
+    with pytest.raises(ValueError, match="max_value must be a positive integer"):
+        pixels_to_levels(pixels, 17, max_value=0)

@@ -119,3 +119,26 @@ def test_trajectory_at_requested_noise_levels(gaussian):
     torch.testing.assert_close(out.trajectory[-1], out.latents)
     with pytest.raises(ValueError, match="sigmas"):
         reference_log_likelihood(teacher, x0, sigmas=[0.0, 0.5])
+
+
+def test_inputs_users_sent_get_a_correct_answer_or_a_clear_error():
+    """int64, float64, empty and huge inputs used to end in bare tracebacks (or the solver's "underflow in dt")."""
+    from f2d2_diffusers import FlowMatchingMLPModel
+
+    torch.manual_seed(0)
+    teacher = FlowMatchingMLPModel(sample_size=3, hidden_dim=16, num_layers=1, time_embed_dim=8).eval()
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match=r"sample must be floating-point model-space data, got dtype torch\.int64; dequantise"):
+        reference_log_likelihood(teacher, torch.zeros(2, 3, dtype=torch.long))
+    # float64 data on a float32 model: solved in the model's precision, the same answer as float32 data.
+    as_float64 = reference_log_likelihood(teacher, x.double())
+    torch.testing.assert_close(as_float64.log_prob, reference_log_likelihood(teacher, x).log_prob)
+    assert as_float64.log_prob.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"at least one sample.*got \(0, 3\)"):
+        reference_log_likelihood(teacher, torch.zeros(0, 3))
+    with pytest.raises(ValueError, match=r"the velocity at sigma=0 \(from sample\) contains NaN or infinite values.*far outside"):
+        reference_log_likelihood(teacher, torch.full((2, 3), 1e30))
+    with pytest.raises(ValueError, match="sigmas must be a list of numbers"):
+        reference_log_likelihood(teacher, x, sigmas=["zero", "one"])
+    with pytest.raises(ValueError, match="num_levels must be an integer >= 2"):
+        reference_log_likelihood(teacher, x, num_levels=1)

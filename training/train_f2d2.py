@@ -63,6 +63,13 @@ def parse_args(argv=None):
                            "teacher is given; --no-teacher_finest_level turns it off).")
     f2d2.add_argument("--anchor_starts_to_grid", action=argparse.BooleanOptionalAction, default=True,
                       help="Draw bootstrap start times on multiples of |h|, the points few-step grids visit (default: on).")
+    f2d2.add_argument("--trajectory_weight", type=float, default=0.0,
+                      help="Weight of direct supervision on cached teacher ODE paths (the segments of the 1/2/4/8-step "
+                           "grids; docs/method.md 5.3), added to the Shortcut-F2D2 loss. 0: off. Needs a teacher.")
+    f2d2.add_argument("--trajectory_samples", type=int, default=2000,
+                      help="Training examples whose teacher paths are computed once (dopri5) for --trajectory_weight.")
+    f2d2.add_argument("--trajectory_draws", type=int, default=2,
+                      help="Dequantisation draws per training image for the teacher paths (vectors: 1).")
     f2d2.add_argument("--calibration_samples", type=int, default=None,
                       help="After training, compare 1/2/4/8-step likelihoods with the teacher's ODE (dopri5) on this many "
                            "test points (the embedded data's test split, else the first training examples) and put the "
@@ -78,6 +85,12 @@ def parse_args(argv=None):
         parser.error("--teacher_finest_level needs --teacher_model_name_or_path")
     if args.teacher_finest_level is None:
         args.teacher_finest_level = bool(args.teacher_model_name_or_path)
+    if args.trajectory_weight < 0:
+        parser.error(f"--trajectory_weight must be >= 0, got {args.trajectory_weight}")
+    if args.trajectory_weight > 0 and not args.teacher_model_name_or_path:
+        parser.error("--trajectory_weight needs --teacher_model_name_or_path (the paths are the teacher's ODE)")
+    if args.trajectory_samples < 1 or args.trajectory_draws < 1:
+        parser.error("--trajectory_samples and --trajectory_draws must be >= 1")
     if args.max_level < 0:
         parser.error(f"--max_level must be >= 0, got {args.max_level}")
     if args.divergence_weight < 0:
@@ -138,7 +151,10 @@ def check_teacher_matches_data(teacher, data):
 
 
 def main(args):
+    import torch
+
     from f2d2_diffusers import F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, shortcut_f2d2_loss
+    from f2d2_diffusers.objectives import trajectory_f2d2_loss
 
     user_config = {}
     if args.model_config_name_or_path:
@@ -171,6 +187,12 @@ def main(args):
     if teacher is not None:
         teacher.to(accelerator.device)
 
+    paths = None
+    if args.trajectory_weight > 0:
+        from f2d2_diffusers.training.trajectories import training_trajectories
+
+        paths = training_trajectories(args, data, teacher, accelerator, seed=args.seed)
+
     def loss_fn(prepared_model, batch):
         out = shortcut_f2d2_loss(
             prepared_model, batch, teacher=teacher,
@@ -183,7 +205,16 @@ def main(args):
         )
         extra = {name: float(getattr(out, name)) for name in
                  ("velocity_loss", "divergence_loss", "diagonal_loss", "bootstrap_loss")}
-        return out.loss, extra
+        loss = out.loss
+        if paths is not None:
+            index = torch.randint(0, paths.states.shape[0], (batch.shape[0],))
+            on_paths = trajectory_f2d2_loss(
+                prepared_model, paths.states[index].to(batch.device), paths.integrals[index].to(batch.device),
+                paths.sigmas, directions=args.directions, divergence_weight=args.divergence_weight,
+            )
+            loss = loss + args.trajectory_weight * on_paths.loss
+            extra["trajectory_loss"] = float(on_paths.loss)
+        return loss, extra
 
     result = training_utils.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_f2d2")
 
@@ -191,7 +222,9 @@ def main(args):
         unwrapped = accelerator.unwrap_model(model)
         with training_utils.ema_weights(unwrapped, ema_model):
             pipeline = F2D2Pipeline(unet=unwrapped, scheduler=F2D2Scheduler(), num_levels=data.num_levels)
-            pipeline.save_pretrained(args.output_dir)
+            # Staged, then renamed into place with model_index.json last: never a half-written pipeline.
+            with training_utils.staged_output(args.output_dir) as staging:
+                pipeline.save_pretrained(staging)
             calibration = measure_calibration(args, data, pipeline, teacher)
         write_card(args, data, result, model_cls, calibration)
         accelerator.print(f"saved the F2D2 pipeline to {args.output_dir}")
@@ -273,7 +306,9 @@ likelihood = F2D2LikelihoodPipeline.from_pretrained("{args.output_dir}")
             f"({'sampling and likelihood steps' if args.directions == 'both' else 'sampling steps only'}); "
             f"divergence targets: {args.divergence} (Hutchinson probes: {args.hutchinson_probes}); "
             f"bootstrap fraction {args.bootstrap_fraction}, dyadic steps down to 2^-{args.max_level}"
-            f"{', starts anchored to the grid' if args.anchor_starts_to_grid else ''}.",
+            f"{', starts anchored to the grid' if args.anchor_starts_to_grid else ''}"
+            f"{', finest level from teacher midpoint steps' if args.teacher_finest_level else ''}"
+            f"{f', plus teacher-path supervision (weight {args.trajectory_weight})' if args.trajectory_weight else ''}.",
             f"EMA weights: {'yes' if args.use_ema else 'no'}.",
         ],
     )

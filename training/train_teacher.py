@@ -63,9 +63,11 @@ def main(args):
 
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        with training_utils.ema_weights(unwrapped, ema_model):
-            unwrapped.save_pretrained(os.path.join(args.output_dir, "unet"))
-        FlowMatchEulerDiscreteScheduler().save_pretrained(os.path.join(args.output_dir, "scheduler"))
+        # Staged, then renamed into place: a kill mid-save leaves no half-written unet/ that looks complete.
+        with training_utils.staged_output(args.output_dir) as staging:
+            with training_utils.ema_weights(unwrapped, ema_model):
+                unwrapped.save_pretrained(os.path.join(staging, "unet"))
+            FlowMatchEulerDiscreteScheduler().save_pretrained(os.path.join(staging, "scheduler"))
         write_card(args, data, result, model_cls)
         accelerator.print(f"saved the teacher to {args.output_dir} (unet/, scheduler/)")
         if args.push_to_hub:

@@ -11,7 +11,7 @@ from diffusers.models.embeddings import TimestepEmbedding
 
 from .mlp_flow_matching import FlowMatchingMLPModel
 from .modeling_outputs import F2D2ModelOutput
-from .utils import copy_teacher_weights, init_kwargs_from, match_device_and_dtype, timesteps_per_sample, zero_module
+from .utils import check_teacher, copy_teacher_weights, init_kwargs_from, match_device_and_dtype, timesteps_per_sample, zero_module
 
 
 class F2D2MLPModel(FlowMatchingMLPModel):
@@ -48,7 +48,11 @@ class F2D2MLPModel(FlowMatchingMLPModel):
 
     @classmethod
     def from_teacher(cls, teacher: FlowMatchingMLPModel, **head_config) -> "F2D2MLPModel":
-        """A student whose trunk copies ``teacher``; the step embedding and divergence head start at zero."""
+        """A student whose trunk copies ``teacher``; the step embedding and divergence head start at zero.
+
+        ``teacher`` must be a loaded [`FlowMatchingMLPModel`] (not a path, an image model or an F2D2 student).
+        """
+        check_teacher(cls, teacher, FlowMatchingMLPModel, "for images use F2D2UNet2DModel.from_teacher(UNet2DModel)")
         student = cls(**init_kwargs_from(cls, teacher.config), **head_config)
         copy_teacher_weights(student, teacher, ("step_embedding.", "divergence_"))
         return match_device_and_dtype(student, teacher)

@@ -10,7 +10,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
 from .modeling_outputs import FlowMatchingModelOutput
-from .utils import timesteps_per_sample
+from .utils import explain_mismatched_checkpoint, timesteps_per_sample
 
 
 class ResidualMLPBlock(nn.Module):
@@ -54,6 +54,11 @@ class FlowMatchingMLPModel(ModelMixin, ConfigMixin):
         self.blocks = nn.ModuleList([ResidualMLPBlock(hidden_dim, hidden_dim) for _ in range(num_layers)])
         self.norm_out = nn.LayerNorm(hidden_dim)
         self.proj_out = nn.Linear(hidden_dim, sample_size)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        with explain_mismatched_checkpoint(cls, pretrained_model_name_or_path, kwargs.get("subfolder")):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def _check_sample(self, sample: torch.Tensor) -> None:
         if sample.ndim != 2 or sample.shape[1] != self.config.sample_size:

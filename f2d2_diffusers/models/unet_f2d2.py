@@ -10,7 +10,10 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding
 
 from .modeling_outputs import F2D2ModelOutput
-from .utils import copy_teacher_weights, init_kwargs_from, match_device_and_dtype, timesteps_per_sample, zero_module
+from .utils import (
+    check_teacher, copy_teacher_weights, explain_mismatched_checkpoint, init_kwargs_from, match_device_and_dtype,
+    timesteps_per_sample, zero_module,
+)
 
 
 class F2D2UNet2DModel(UNet2DModel):
@@ -106,11 +109,32 @@ class F2D2UNet2DModel(UNet2DModel):
         """A student whose trunk is a copy of ``teacher``'s; step embedding and divergence head start at zero.
 
         The student is built with its constructor (not ``from_pretrained``), so the new layers are properly
-        initialised rather than left on the ``meta`` device.
+        initialised rather than left on the ``meta`` device. ``teacher`` must be a loaded [`UNet2DModel`] (not a path,
+        a vector model or an F2D2 student).
         """
+        check_teacher(cls, teacher, UNet2DModel, "for vectors use F2D2MLPModel.from_teacher(FlowMatchingMLPModel)")
         student = cls(**init_kwargs_from(cls, teacher.config), **head_config)
         copy_teacher_weights(student, teacher, ("step_embedding.", "divergence_"))
         return match_device_and_dtype(student, teacher)
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        init_dict, unused_kwargs, hidden_dict = super().extract_init_dict(config_dict, **kwargs)
+        # A config with one of in_channels/out_channels but not the other would build the missing one at its default
+        # (3), and __init__ would then blame the one that is there.
+        given = [k for k in ("in_channels", "out_channels") if k in init_dict]
+        if len(given) == 1:
+            missing = "out_channels" if given[0] == "in_channels" else "in_channels"
+            raise ValueError(
+                f"the model config has no {missing}: add \"{missing}\": {init_dict[given[0]]} to config.json (a velocity "
+                f"field has as many output channels as input channels, and {given[0]}={init_dict[given[0]]})"
+            )
+        return init_dict, unused_kwargs, hidden_dict
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        with explain_mismatched_checkpoint(cls, pretrained_model_name_or_path, kwargs.get("subfolder")):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def _divergence_head(self, features: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         res = self.config.divergence_head_resolution
@@ -147,6 +171,13 @@ class F2D2UNet2DModel(UNet2DModel):
         if sample.ndim != 4 or sample.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"expected a sample of shape (batch, {self.config.in_channels}, height, width), got {tuple(sample.shape)}"
+            )
+        # Each down block but the last halves the size and the up path doubles it back: other sizes fail deep inside.
+        factor = 2 ** (len(self.down_blocks) - 1)
+        if sample.shape[2] % factor or sample.shape[3] % factor:
+            raise ValueError(
+                f"sample height and width must be multiples of {factor} for this UNet ({len(self.down_blocks)} down "
+                f"blocks), got {sample.shape[2]}x{sample.shape[3]}"
             )
         timesteps = timesteps_per_sample(timestep, sample, "timestep")
         steps = timesteps_per_sample(step, sample, "step")

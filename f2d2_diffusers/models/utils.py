@@ -1,4 +1,7 @@
+import contextlib
 import inspect
+import os
+import re
 from typing import Optional, Tuple
 
 import torch
@@ -62,3 +65,44 @@ def init_kwargs_from(cls, config) -> dict:
     """The entries of ``config`` that ``cls.__init__`` takes (a saved config may carry others, e.g. EMA state)."""
     accepted = inspect.signature(cls.__init__).parameters
     return {k: v for k, v in config.items() if k in accepted and not k.startswith("_")}
+
+
+def check_teacher(student_cls, teacher, teacher_cls, other_student: str) -> None:
+    """A ``TypeError`` saying what ``from_teacher`` needs when ``teacher`` is not a ``teacher_cls`` velocity model
+    (another kind of model, an F2D2 student, a path)."""
+    if isinstance(teacher, (str, os.PathLike)):
+        raise TypeError(
+            f"{student_cls.__name__}.from_teacher takes the loaded teacher model, not a path: "
+            f"{student_cls.__name__}.from_teacher(load_teacher({os.fspath(teacher)!r}))"
+        )
+    name = type(teacher).__name__
+    if getattr(teacher, "is_flow_map", False):
+        raise TypeError(
+            f"teacher is an F2D2 student already ({name}), not a flow-matching teacher; load it with "
+            f"{name}.from_pretrained to go on training it"
+        )
+    if not isinstance(teacher, teacher_cls):
+        raise TypeError(
+            f"{student_cls.__name__}.from_teacher needs a {teacher_cls.__name__} teacher (a velocity model), got {name}; "
+            f"{other_student}"
+        )
+
+
+@contextlib.contextmanager
+def explain_mismatched_checkpoint(cls, pretrained_model_name_or_path, subfolder: Optional[str] = None):
+    """Turn diffusers' error for weights whose shapes differ from what ``config.json`` builds into one that names
+    the checkpoint and the likely cause (an edited ``config.json``, or another model's weights)."""
+    try:
+        yield
+    except (ValueError, RuntimeError) as err:
+        text = str(err)
+        if "expected shape" not in text and "size mismatch" not in text:
+            raise
+        where = os.fspath(pretrained_model_name_or_path) + (f"/{subfolder}" if subfolder else "")
+        # diffusers says "Cannot load <path> because <param> expected shape ..., but got .... If you want ...".
+        detail = re.sub(r"^Cannot load .*? because ", "", text.split(". If you want")[0].strip())
+        raise ValueError(
+            f"cannot load {cls.__name__} from {where}: its weights do not match its config.json ({detail}). "
+            "Was config.json edited (e.g. sample_size, in_channels, channel counts), or do the weights belong to "
+            "another model?"
+        ) from None

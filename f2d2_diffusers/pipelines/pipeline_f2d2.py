@@ -10,8 +10,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..dequantization import bits_per_dim, standard_normal_log_prob
-from ..flow_map import integrate_flow_map
+from ..dequantization import bits_per_dim, check_finite, standard_normal_log_prob
 from .pipeline_utils import F2D2BasePipeline
 
 
@@ -39,13 +38,17 @@ class F2D2Pipeline(F2D2BasePipeline):
     Few-step sampling from noise (``sigma = 1``) to data (``sigma = 0``) with a joint flow map. Each step
     ``x <- x + h u(x, sigma, h)`` also adds ``-h D(x, sigma, h)`` to the log-density, so
     ``log p(x_gen) = log N(eps) + sum_k (-h_k D_k)`` costs no extra network call.
+
+    ``num_levels`` (grey levels of the data, for bits/dim) defaults to ``"auto"``: ``None`` (continuous) for vector
+    models, 256 (8-bit images) for image models; see [`F2D2BasePipeline`]. Each call works on its own copy of the
+    scheduler, so one pipeline can serve several threads at once.
     """
 
     @torch.no_grad()
     def __call__(
         self,
         batch_size: Optional[int] = None,
-        num_inference_steps: int = 1,
+        num_inference_steps: Optional[int] = None,
         generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
         latents: Optional[torch.Tensor] = None,
         sigmas: Optional[List[float]] = None,
@@ -56,17 +59,21 @@ class F2D2Pipeline(F2D2BasePipeline):
         r"""
         Args:
             batch_size (`int`, *optional*): number of samples; defaults to 1, or to the batch of ``latents``.
-            num_inference_steps (`int`, defaults to 1): network calls on the uniform grid ``sigma_k = 1 - k/N``.
+            num_inference_steps (`int`, *optional*): network calls on the uniform grid ``sigma_k = 1 - k/N``; defaults
+                to 1, or to the number of steps in ``sigmas``.
             generator: a ``torch.Generator`` or one per sample, for the initial noise.
-            latents (`torch.Tensor`, *optional*): the initial noise, shape ``(batch, *sample_shape)``; it fixes
-                the batch and sample shape.
-            sigmas (`List[float]`, *optional*): a custom decreasing grid instead of the uniform one.
-            num_levels (`int`, *optional*): grey levels for ``bits_per_dim``; defaults to ``config.num_levels``.
+            latents (`torch.Tensor`, *optional*): the initial noise, shape ``(batch, *sample_shape)``, finite, with
+                the sample shape of the model's config (``(in_channels, sample_size, sample_size)`` for images).
+            sigmas (`List[float]`, *optional*): a custom decreasing grid from 1 (noise, where the ``N(0, I)`` prior
+                holds) to 0, instead of the uniform one; a final 0 may be left out.
+            num_levels (`int`, *optional*): grey levels for ``bits_per_dim``; defaults to ``config.num_levels``
+                (refused for vector models, whose data are continuous).
             output_type (`str`): ``"pil"``, ``"np"`` or ``"pt"`` (vectors: ``"np"`` or ``"pt"``).
             return_dict (`bool`): return an [`F2D2PipelineOutput`] instead of a tuple.
 
         Returns:
-            [`F2D2PipelineOutput`] or ``(images, log_prob, bits_per_dim, nfe)``.
+            [`F2D2PipelineOutput`] or ``(images, log_prob, bits_per_dim, nfe)``. A sample or log-density that comes
+            out NaN or infinite (inputs far outside the model's range) raises a ``ValueError`` instead.
         """
         self._check_steps(num_inference_steps, sigmas)
         num_levels = self._resolve_num_levels(num_levels)
@@ -76,13 +83,11 @@ class F2D2Pipeline(F2D2BasePipeline):
 
         if latents is not None:
             if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
-                raise ValueError("latents must be a floating-point torch.Tensor")
-            if latents.ndim < 2:
-                raise ValueError(f"latents must have shape (batch, *sample_shape), got {tuple(latents.shape)}")
+                raise ValueError(f"latents must be a floating-point torch.Tensor, got {getattr(latents, 'dtype', type(latents).__name__)}")
+            self._check_batch(latents, "latents")
             if batch_size is not None and batch_size != latents.shape[0]:
                 raise ValueError(f"batch_size={batch_size} does not match latents with batch {latents.shape[0]}")
-            if not torch.isfinite(latents).all():
-                raise ValueError("latents contain NaN or infinite values")
+            check_finite(latents, "latents")
             sample = latents.to(device=device, dtype=dtype)
         else:
             batch_size = 1 if batch_size is None else batch_size
@@ -97,11 +102,12 @@ class F2D2Pipeline(F2D2BasePipeline):
         if output_type == "pil" and sample.ndim != 4:
             raise ValueError(f"output_type='pil' needs image samples, got shape {tuple(sample.shape)}; use 'np' or 'pt'")
 
+        scheduler = self._scheduler_for_call(num_inference_steps, sigmas, "sample")
         log_prior = standard_normal_log_prob(sample.float())
-        self.scheduler.set_timesteps(num_inference_steps, device=device, sigmas=sigmas, direction="sample")
-        with self.progress_bar(total=self.scheduler.num_inference_steps) as progress_bar:
-            sample, delta_log_prob, nfe = integrate_flow_map(self.unet, self.scheduler, sample, progress_bar)
+        source = "latents" if latents is not None else "the generated noise"
+        sample, delta_log_prob, nfe = self._integrate(scheduler, sample, source)
         log_prob = log_prior + delta_log_prob
+        self._check_result(sample, log_prob, source)
         bpd = bits_per_dim(log_prob, sample[0].numel(), num_levels)
 
         if sample.ndim == 4:

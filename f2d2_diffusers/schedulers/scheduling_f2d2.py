@@ -8,6 +8,7 @@ from diffusers import SchedulerMixin  # noqa: F401  (diffusers finds the loading
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.utils import BaseOutput
 
+from ..dequantization import check_finite
 from ..flow_map import TIMESTEP_SCALE, flow_map_step, interpolant
 
 DIRECTIONS = ("sample", "likelihood")
@@ -106,32 +107,43 @@ class F2D2Scheduler(SchedulerMixin, ConfigMixin):
         Args:
             num_inference_steps (`int`): number of steps ``N`` (network calls) on the uniform grid.
             device: where ``sigmas``, ``timesteps`` and ``step_sizes`` live.
-            sigmas (`List[float]`, *optional*): a custom grid in [0, 1], strictly decreasing for ``"sample"`` and
-                increasing for ``"likelihood"``. Give all ``N + 1`` points, or ``N`` starting points and the end
-                point (0 for sampling, 1 for likelihood) is appended. ``shift`` is applied to it as to the default.
+            sigmas (`List[float]`, *optional*): a custom grid in [0, 1], strictly decreasing from 1 to 0 for
+                ``"sample"`` and increasing from 0 to 1 for ``"likelihood"``: the ``N(0, I)`` prior holds at
+                ``sigma = 1`` only, so the grid must reach it. Give all ``N + 1`` points, or ``N`` starting points and
+                the end point (0 for sampling, 1 for likelihood) is appended. ``shift`` is applied to it as to the
+                default (it keeps 0 and 1 in place).
             direction (`str`): ``"sample"`` (noise to data) or ``"likelihood"`` (data to noise).
         """
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        end = 0.0 if direction == "sample" else 1.0
+        start, end = (1.0, 0.0) if direction == "sample" else (0.0, 1.0)
         if sigmas is not None:
-            grid = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
-            if grid.numel() == 0 or not torch.isfinite(grid).all():
-                raise ValueError(f"sigmas must be a non-empty list of finite numbers, got {sigmas}")
+            try:
+                grid = torch.as_tensor(sigmas, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(f"sigmas must be a list of numbers, got {sigmas!r}") from None
+            if grid.ndim > 1 or grid.numel() == 0 or not torch.isfinite(grid).all():
+                raise ValueError(f"sigmas must be a non-empty list of finite numbers, got {sigmas!r}")
+            grid = grid.flatten().cpu()
             if grid[-1] != end:
                 grid = torch.cat([grid, grid.new_tensor([end])])
             if num_inference_steps is not None and num_inference_steps != grid.numel() - 1:
-                raise ValueError(f"num_inference_steps={num_inference_steps} does not match {grid.numel() - 1} steps in sigmas")
+                raise ValueError(f"num_inference_steps={num_inference_steps!r} does not match {grid.numel() - 1} steps in sigmas")
             if grid.min() < 0 or grid.max() > 1:
                 raise ValueError(f"sigmas must lie in [0, 1], got {grid.tolist()}")
             diffs = grid.diff() * (1 if direction == "likelihood" else -1)
             if grid.numel() < 2 or not (diffs > 0).all():
                 order = "increasing" if direction == "likelihood" else "decreasing"
                 raise ValueError(f"sigmas must be strictly {order} for direction={direction!r}, got {grid.tolist()}")
+            if grid[0] != start:
+                raise ValueError(
+                    f"sigmas for direction={direction!r} must start at {start:g} and end at {end:g}: the N(0, I) prior "
+                    f"holds at sigma = 1 only, so a grid that stops short of it gives a wrong log-density; got {grid.tolist()}"
+                )
         else:
             if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
                 raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
-            grid = torch.linspace(1.0 - end, end, num_inference_steps + 1, dtype=torch.float64)
+            grid = torch.linspace(start, end, num_inference_steps + 1, dtype=torch.float64)
         grid = self._apply_shift(grid)
 
         dtype = torch.float32 if torch.device(device or "cpu").type in ("mps", "npu") else torch.float64
@@ -144,11 +156,29 @@ class F2D2Scheduler(SchedulerMixin, ConfigMixin):
         self._begin_index = None
 
     def index_for_timestep(self, timestep: Union[float, torch.Tensor]) -> Optional[int]:
-        """Index of ``timestep`` on the current grid, or ``None`` when it is off the grid."""
-        value = float(torch.as_tensor(timestep).flatten()[0])
-        diffs = (self.timesteps.double().cpu() - value).abs()
+        """Index of ``timestep`` on the current grid, or ``None`` when it is off the grid (or differs per sample)."""
+        values = self._timestep_values(timestep, "timestep")
+        if (values != values[0]).any():
+            return None
+        diffs = (self.timesteps.double().cpu() - values[0]).abs()
         idx = int(diffs.argmin())
         return idx if diffs[idx] <= 1e-3 else None
+
+    def _timestep_values(self, timestep, name: str, batch: Optional[int] = None) -> torch.Tensor:
+        """``timestep`` (a number, or a tensor with one value or one per sample) as a flat float64 CPU tensor, each
+        value in ``[0, num_train_timesteps]``."""
+        try:
+            values = torch.as_tensor(timestep, dtype=torch.float64).flatten().cpu()
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{name} must be a number or a tensor of numbers, got {timestep!r}") from None
+        scale = self.config.num_train_timesteps
+        if values.numel() == 0 or not torch.isfinite(values).all():
+            raise ValueError(f"{name} must be finite numbers, got {timestep!r}")
+        if batch is not None and values.numel() not in (1, batch):
+            raise ValueError(f"{name} must be one number or one per sample ({batch}), got {values.numel()} values")
+        if values.min() < 0 or values.max() > scale:
+            raise ValueError(f"{name} must lie in [0, {scale}] (num_train_timesteps * sigma), got {values.tolist()}")
+        return values
 
     def step(
         self,
@@ -164,13 +194,15 @@ class F2D2Scheduler(SchedulerMixin, ConfigMixin):
         Args:
             model_output: an ``F2D2ModelOutput`` (average velocity and divergence), or the average velocity
                 tensor with ``divergence`` given separately.
-            timestep: the start, ``num_train_timesteps * sigma``; on the grid unless ``r_timestep`` is given.
+            timestep: the start, ``num_train_timesteps * sigma``, one value for the batch; on the grid unless
+                ``r_timestep`` is given.
             sample: ``x`` at ``sigma``, shape ``(batch, *dims)``.
             divergence: average divergence ``D`` per sample, full scale, when ``model_output`` is a tensor.
             r_timestep: the end, for any-step use off the grid.
 
         Returns:
             ``F2D2SchedulerOutput(prev_sample, delta_log_prob)`` or the tuple ``(prev_sample, delta_log_prob)``.
+            NaN or infinite inputs, or a step that overflows, raise a ``ValueError`` naming the argument.
         """
         if self.sigmas is None:
             raise ValueError("`set_timesteps` has not been called.")
@@ -178,27 +210,43 @@ class F2D2Scheduler(SchedulerMixin, ConfigMixin):
             velocity = model_output
             if divergence is None:
                 raise ValueError("step needs the average divergence: pass an F2D2ModelOutput or `divergence=`")
-        else:
+        elif hasattr(model_output, "sample") and hasattr(model_output, "divergence"):
             velocity = model_output.sample
             divergence = model_output.divergence if divergence is None else divergence
+        else:
+            raise TypeError(
+                f"model_output must be an F2D2ModelOutput or the average velocity tensor, got {type(model_output).__name__}"
+            )
+        for name, value in (("sample", sample), ("model_output", velocity), ("divergence", divergence)):
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                raise TypeError(f"{name} must be a floating-point torch.Tensor, got {getattr(value, 'dtype', type(value).__name__)}")
+        if sample.ndim < 1:
+            raise ValueError("sample must have shape (batch, *dims), got a 0-d tensor")
         if velocity.shape != sample.shape:
-            raise ValueError(f"model output shape {tuple(velocity.shape)} does not match sample shape {tuple(sample.shape)}")
+            raise ValueError(f"model_output shape {tuple(velocity.shape)} does not match sample shape {tuple(sample.shape)}")
         if divergence.shape != (sample.shape[0],):
             raise ValueError(f"divergence must have shape ({sample.shape[0]},), got {tuple(divergence.shape)}")
+        check_finite(sample, "sample")
+        check_finite(velocity, "model_output (average velocity)")
+        check_finite(divergence, "divergence")
 
         scale = self.config.num_train_timesteps
+        start = self._timestep_values(timestep, "timestep", sample.shape[0])
         t_idx = self.index_for_timestep(timestep)
         if self._step_index is None:
             self._step_index = self._begin_index if self._begin_index is not None else (t_idx or 0)
-        sigma = self.sigmas[t_idx] if t_idx is not None else torch.as_tensor(timestep, dtype=torch.float64) / scale
+        sigma = self.sigmas[t_idx] if t_idx is not None else (start / scale).reshape(() if start.numel() == 1 else -1)
         if r_timestep is None:
             if t_idx is None:
-                raise ValueError(f"timestep {float(torch.as_tensor(timestep).flatten()[0])} is not on the grid; pass `r_timestep`")
+                raise ValueError(f"timestep {start.tolist()} is not on the grid; pass `r_timestep`")
             sigma_next = self.sigmas[t_idx + 1]
         else:
-            sigma_next = torch.as_tensor(r_timestep, dtype=torch.float64) / scale
+            end = self._timestep_values(r_timestep, "r_timestep", sample.shape[0]) / scale
+            sigma_next = end.reshape(() if end.numel() == 1 else -1)
         h = (sigma_next.double().cpu() - sigma.double().cpu()).to(device=sample.device, dtype=sample.dtype)
         prev_sample, delta_log_prob = flow_map_step(sample, velocity, divergence, h.flatten() if h.ndim else h)
+        check_finite(prev_sample, "prev_sample (the step overflowed)")
+        check_finite(delta_log_prob, "delta_log_prob (the step overflowed)")
         self._step_index += 1
         if not return_dict:
             return (prev_sample, delta_log_prob)

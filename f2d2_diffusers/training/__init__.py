@@ -5,7 +5,8 @@ split by concern:
 - :mod:`.configs`: default model configs, ``--model_config_name_or_path``, building a model that fits the data;
 - :mod:`.data`: the training set (embedded, image folder, Hub dataset or vector file) and calibration points;
 - :mod:`.loop`: Accelerate, seeding, EMA and the training loop;
-- :mod:`.checkpointing`: ``checkpoint-N`` folders (save hooks, pruning, resuming);
+- :mod:`.checkpointing`: ``checkpoint-N`` folders (save hooks, completeness, pruning, resuming);
+- :mod:`.atomic`: crash-safe writes (staging folders renamed into place), for checkpoints and the final model;
 - :mod:`.model_card`: the repository's ``model_card.md`` template filled in, and its calibration section;
 - :mod:`.hub`: ``--push_to_hub``.
 
@@ -13,9 +14,10 @@ Time convention everywhere (``docs/method.md`` section 1): ``sigma = 0`` is data
 receive ``timestep = 1000 * sigma``.
 """
 
+from .atomic import remove_unfinished, staged_output
 from .checkpointing import (
-    CHECKPOINT_PREFIX, checkpoint_step, list_checkpoints, load_ema, register_checkpoint_hooks, resolve_resume_path,
-    save_checkpoint,
+    CHECKPOINT_PREFIX, MANIFEST_NAME, checkpoint_problem, checkpoint_step, list_checkpoints, load_ema,
+    register_checkpoint_hooks, resolve_resume_path, save_checkpoint,
 )
 from .cli import (
     DEFAULT_MAX_TRAIN_STEPS, DEFAULT_RESOLUTION, DIGITS_RESOLUTION, TrainingError, build_parser, parse_args, run_main,
@@ -30,16 +32,17 @@ from .data import (
     load_training_data,
 )
 from .hub import push_to_hub
-from .loop import TrainingResult, create_accelerator, create_ema, ema_weights, seed_everything, train
+from .loop import EpochShuffle, TrainingResult, create_accelerator, create_ema, ema_weights, seed_everything, train
 from .model_card import calibration_markdown, hub_base_model, render_model_card, update_calibration
 
 __all__ = [
     "CHECKPOINT_PREFIX", "DEFAULT_MAX_TRAIN_STEPS", "DEFAULT_MLP_CONFIG", "DEFAULT_RESOLUTION", "DEFAULT_UNET_CONFIG",
-    "DIGITS_RESOLUTION", "IMAGE_EXTENSIONS", "LevelsTensorDataset", "PILImageDataset", "TrainingData", "TrainingError",
-    "TrainingResult", "VectorDataset", "build_model", "build_parser", "calibration_data", "calibration_markdown",
-    "checkpoint_step", "create_accelerator", "create_ema", "ema_weights", "hub_base_model", "image_model_config",
-    "list_checkpoints", "load_ema", "load_model_config", "load_training_data", "parse_args", "push_to_hub",
-    "register_checkpoint_hooks", "render_model_card", "resolve_image_geometry", "resolve_resume_path", "run_main",
-    "save_checkpoint", "seed_everything", "train", "training_command", "update_calibration", "uses_image_data",
-    "vector_model_config",
+    "DIGITS_RESOLUTION", "EpochShuffle", "IMAGE_EXTENSIONS", "LevelsTensorDataset", "MANIFEST_NAME", "PILImageDataset",
+    "TrainingData", "TrainingError", "TrainingResult", "VectorDataset", "build_model", "build_parser",
+    "calibration_data", "calibration_markdown", "checkpoint_problem", "checkpoint_step", "create_accelerator",
+    "create_ema", "ema_weights", "hub_base_model", "image_model_config", "list_checkpoints", "load_ema",
+    "load_model_config", "load_training_data", "parse_args", "push_to_hub", "register_checkpoint_hooks",
+    "remove_unfinished", "render_model_card", "resolve_image_geometry", "resolve_resume_path", "run_main",
+    "save_checkpoint", "seed_everything", "staged_output", "train", "training_command", "update_calibration",
+    "uses_image_data", "vector_model_config",
 ]

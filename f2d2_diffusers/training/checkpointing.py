@@ -1,18 +1,33 @@
 """Resumable training state: ``output_dir/checkpoint-N`` folders written by ``accelerator.save_state``.
 
-Besides Accelerate's optimiser, scheduler and random states, each checkpoint holds diffusers folders: ``unet/`` (the
-model, loadable with ``from_pretrained``) and, with ``--use_ema``, ``unet_ema/`` (the EMA weights and state).
+Besides Accelerate's optimiser, scheduler, random and data-order states, each checkpoint holds diffusers folders:
+``unet/`` (the model, loadable with ``from_pretrained``) and, with ``--use_ema``, ``unet_ema/`` (the EMA weights and
+state).
+
+A checkpoint is written as ``.incomplete-checkpoint-N``, ends with ``checkpoint_complete.json`` (every file and its
+size) and is then renamed to ``checkpoint-N``; old checkpoints are pruned only after that. A kill at any moment
+leaves the previous checkpoints intact, and :func:`resolve_resume_path` checks a folder against its manifest before
+resuming from it.
 """
 
+import json
 import logging
 import os
 import re
-import shutil
+import signal
 from typing import List, Optional
 
+from .atomic import STAGING_PREFIX, discard, fsync_tree, replace_folder
 from .cli import TrainingError
 
 CHECKPOINT_PREFIX = "checkpoint-"
+#: Written last into a checkpoint: ``{"step": N, "files": {relative path: size in bytes}}``.
+MANIFEST_NAME = "checkpoint_complete.json"
+#: What a checkpoint cannot do without, named when a folder has no manifest to say what is missing.
+CORE_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "optimizer.bin", "scheduler.bin",
+              "random_states_0.pkl")
+#: Test hook: ``F2D2_TEST_CRASH_DURING_SAVE=N`` kills the process (SIGKILL) half-way through writing checkpoint-N.
+TEST_CRASH_DURING_SAVE = "F2D2_TEST_CRASH_DURING_SAVE"
 #: The ``EMAModel`` state saved in ``unet_ema/config.json`` besides the model config.
 EMA_STATE_KEYS = ("decay", "min_decay", "optimization_step", "update_after_step", "use_ema_warmup", "inv_gamma", "power")
 
@@ -29,6 +44,7 @@ def register_checkpoint_hooks(accelerator, model_cls, ema_model) -> None:
                 ema_model.save_pretrained(os.path.join(output_dir, "unet_ema"))
             for model in models:
                 accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, "unet"))
+            _test_hook_crash_during_save(output_dir)
         # Accelerate must not save the same weights a second time.
         while weights:
             weights.pop()
@@ -86,23 +102,92 @@ def checkpoint_step(path: str) -> int:
 
 
 def save_checkpoint(args, accelerator, global_step: int) -> str:
-    """Prune old checkpoints to make room (``--checkpoints_total_limit``), then save ``checkpoint-{global_step}``."""
-    if accelerator.is_main_process and args.checkpoints_total_limit is not None:
-        checkpoints = list_checkpoints(args.output_dir)
-        if len(checkpoints) >= args.checkpoints_total_limit:
-            to_remove = checkpoints[: len(checkpoints) - args.checkpoints_total_limit + 1]
-            logger.info(f"removing {len(to_remove)} old checkpoint(s): {', '.join(to_remove)}")
-            for name in to_remove:
-                shutil.rmtree(os.path.join(args.output_dir, name))
+    """Save ``checkpoint-{global_step}`` crash-safely, then prune old checkpoints (``--checkpoints_total_limit``)."""
+    name = f"{CHECKPOINT_PREFIX}{global_step}"
+    save_path = os.path.join(args.output_dir, name)
+    staging = os.path.join(args.output_dir, f"{STAGING_PREFIX}{name}")
+    if accelerator.is_main_process:
+        discard(staging)
+        os.makedirs(staging)
     accelerator.wait_for_everyone()
-    save_path = os.path.join(args.output_dir, f"{CHECKPOINT_PREFIX}{global_step}")
-    accelerator.save_state(save_path)
+    accelerator.save_state(staging)
+    # Every process has written its random states before the folder is declared complete.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_manifest(staging, global_step)
+        replace_folder(staging, save_path)
+        if args.checkpoints_total_limit is not None:
+            older = [c for c in list_checkpoints(args.output_dir) if c != name]
+            to_remove = older[: max(0, len(older) + 1 - args.checkpoints_total_limit)]
+            if to_remove:
+                logger.info(f"removing {len(to_remove)} old checkpoint(s): {', '.join(to_remove)}")
+            for old in to_remove:
+                discard(os.path.join(args.output_dir, old))
     logger.info(f"saved state to {save_path}")
     return save_path
 
 
+def write_manifest(folder: str, step: int) -> None:
+    """Flush every file of ``folder`` to disk, then list them with their sizes in its manifest, written last."""
+    fsync_tree(folder)
+    files = {}
+    for root, _, names in os.walk(folder):
+        for file_name in names:
+            path = os.path.join(root, file_name)
+            files[os.path.relpath(path, folder).replace(os.sep, "/")] = os.path.getsize(path)
+    files.pop(MANIFEST_NAME, None)
+    with open(os.path.join(folder, MANIFEST_NAME), "w") as f:
+        json.dump({"step": step, "files": dict(sorted(files.items()))}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _test_hook_crash_during_save(folder: str) -> None:
+    """Test hook (:data:`TEST_CRASH_DURING_SAVE`): die as a kill would, after the model folders, before the rest."""
+    step = os.environ.get(TEST_CRASH_DURING_SAVE)
+    if step and os.path.basename(os.path.normpath(folder)) == f"{STAGING_PREFIX}{CHECKPOINT_PREFIX}{step}":
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def checkpoint_problem(path: str) -> Optional[str]:
+    """Why the folder ``path`` cannot be resumed from (no manifest, missing or cut-short files), or ``None``."""
+    if not os.path.isdir(path):
+        return "it is not a folder"
+    problems = []
+    if os.path.isfile(os.path.join(path, MANIFEST_NAME)):
+        try:
+            with open(os.path.join(path, MANIFEST_NAME)) as f:
+                expected = dict(json.load(f)["files"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return f"its {MANIFEST_NAME} is unreadable ({type(err).__name__}: {err})"
+    else:
+        problems.append(f"no {MANIFEST_NAME}, so its save did not finish")
+        if not os.listdir(path):
+            return problems[0] + "; the folder is empty"
+        expected = dict.fromkeys(CORE_FILES)  # sizes unknown: name what is surely missing
+    missing, damaged = [], []
+    for name, size in expected.items():
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            missing.append(name)
+            continue
+        actual = os.path.getsize(file)
+        if size is None and actual == 0:  # no manifest to compare with: only an empty file is surely cut short
+            damaged.append(f"{name} is empty")
+        elif size is not None and actual != size:
+            damaged.append(f"{name} has {actual} bytes, expected {size}")
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    problems.extend(damaged)
+    return "; ".join(problems) or None
+
+
 def resolve_resume_path(args) -> Optional[str]:
-    """The checkpoint to resume from, or ``None`` to start afresh (``latest`` with no checkpoint yet)."""
+    """The checkpoint to resume from, or ``None`` to start afresh (``latest`` with no complete checkpoint yet).
+
+    ``latest`` is the newest complete ``checkpoint-N``; incomplete or corrupt ones are skipped with a warning. A named
+    folder that is incomplete or corrupt is an error naming what is missing.
+    """
     if args.resume_from_checkpoint is None:
         return None
     if args.resume_from_checkpoint == "latest":
@@ -110,10 +195,23 @@ def resolve_resume_path(args) -> Optional[str]:
         if not checkpoints:
             logger.warning(f"--resume_from_checkpoint latest: no checkpoint in {args.output_dir}; starting a new run")
             return None
-        return os.path.join(args.output_dir, checkpoints[-1])
+        for name in reversed(checkpoints):
+            path = os.path.join(args.output_dir, name)
+            problem = checkpoint_problem(path)
+            if problem is None:
+                return path
+            logger.warning(f"--resume_from_checkpoint latest: skipping {path}, incomplete or corrupt: {problem}")
+        logger.warning(
+            f"--resume_from_checkpoint latest: no complete checkpoint in {args.output_dir}; starting a new run"
+        )
+        return None
     path = args.resume_from_checkpoint.rstrip("/")
     if not re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+", os.path.basename(path)):
         raise TrainingError(f"--resume_from_checkpoint: {path} is not a {CHECKPOINT_PREFIX}N folder")
-    if not os.path.isdir(os.path.join(path, "unet")):
-        raise TrainingError(f"--resume_from_checkpoint: {path} holds no unet/ folder; was it written by these scripts?")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise TrainingError(
+            f"--resume_from_checkpoint: {path} is incomplete or corrupt: {problem}. Resume from an earlier "
+            f"{CHECKPOINT_PREFIX}N or with 'latest' (the newest complete one)"
+        )
     return path

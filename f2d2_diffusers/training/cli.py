@@ -109,7 +109,7 @@ def build_parser(description: str, default_output_dir: str) -> argparse.Argument
                      help="Save the training state in output_dir/checkpoint-N every N steps (0: never).")
     run.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
     run.add_argument("--resume_from_checkpoint", type=str, default=None,
-                     help="A checkpoint-N folder, or 'latest' for the newest one in output_dir.")
+                     help="A checkpoint-N folder, or 'latest' for the newest complete one in output_dir.")
     run.add_argument("--logger", type=str, default="none", choices=["none", "tensorboard", "wandb"],
                      help="Experiment tracker (needs the tracker's package). Losses also go to "
                           "output_dir/logs/train_log.jsonl.")

@@ -11,10 +11,12 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
+import numpy as np
 import torch
 
+from .atomic import remove_unfinished, write_text_atomically
 from .checkpointing import checkpoint_step, resolve_resume_path, save_checkpoint
 from .cli import DEFAULT_MAX_TRAIN_STEPS, TrainingError
 from .data import TrainingData
@@ -84,6 +86,60 @@ def create_ema(args, model):
     )
 
 
+class EpochShuffle:
+    """The data order: epoch ``e`` is shuffled by ``generator``, seeded from ``(seed, e)`` alone.
+
+    So a resumed run sees the interrupted epoch in the same order again (Accelerate's ``skip_first_batches`` then
+    skips what was trained on), and shuffling never draws from the global RNG that the training noise comes from. The
+    seed is saved in checkpoints (``accelerator.register_for_checkpointing``).
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.generator = torch.Generator()
+
+    def set_epoch(self, epoch: int) -> None:
+        # Mixed by SeedSequence: seeding the generator with --seed itself would repeat the training noise's stream.
+        self.generator.manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)[0]))
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.seed = int(state["seed"])
+
+
+def _data_seed(args, accelerator) -> int:
+    """``--seed``, else a random seed; the same on every process, whose shards must come from one order."""
+    if args.seed is not None:
+        return args.seed
+    seed = [int(torch.randint(0, 2**62, ()).item())]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(seed)
+    return seed[0]
+
+
+def _open_train_log(args, resumed_step: Optional[int]):
+    """``output_dir/logs/train_log.jsonl`` opened for appending. A resumed run (``resumed_step``: the step it resumes
+    from, 0 when ``latest`` found nothing) first drops the lines past that step, which it will log again."""
+    path = os.path.join(args.output_dir, "logs", "train_log.jsonl")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if resumed_step is not None and os.path.isfile(path):
+        kept = []
+        with open(path) as f:
+            for line in f:
+                try:
+                    step = json.loads(line)["step"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by the kill
+                if step <= resumed_step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        write_text_atomically(path, "".join(kept))
+    return open(path, "a")
+
+
 @dataclass
 class TrainingResult:
     """What :func:`train` reports for the model card."""
@@ -110,6 +166,9 @@ def train(
     AdamW, ``get_scheduler``, ``accelerator.accumulate``, gradient clipping, EMA, ``checkpoint-N`` folders with
     pruning, resuming (``--resume_from_checkpoint``) with the batches of the interrupted epoch skipped,
     ``accelerator.log`` and a progress bar on the main process.
+
+    A resumed run continues exactly as the uninterrupted run would have (``num_workers=0``): weights, optimiser,
+    scheduler, EMA, every random state and the data order all come back from the checkpoint.
     """
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
@@ -118,8 +177,10 @@ def train(
         model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
     )
+    data_order = EpochShuffle(_data_seed(args, accelerator))
     dataloader = torch.utils.data.DataLoader(
         data.dataset, batch_size=args.train_batch_size, shuffle=True, num_workers=args.dataloader_num_workers,
+        generator=data_order.generator,
     )
     if len(data.dataset) == 0:
         raise TrainingError("the training set is empty")
@@ -143,8 +204,10 @@ def train(
     updates_per_epoch = max(1, math.ceil(len(dataloader) / args.gradient_accumulation_steps))
     num_epochs = math.ceil(max_train_steps / updates_per_epoch)
 
+    accelerator.register_for_checkpointing(data_order)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
+        remove_unfinished(args.output_dir)
         tracker_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers(tracker_name, config=tracker_config)
 
@@ -164,7 +227,7 @@ def train(
         accelerator.print(f"resuming from {resume_path}")
         try:
             accelerator.load_state(resume_path)
-        except (OSError, ValueError, RuntimeError, KeyError) as err:
+        except Exception as err:  # noqa: BLE001  (a corrupt checkpoint is the user's input too)
             raise TrainingError(f"cannot resume from {resume_path}: {type(err).__name__}: {err}") from None
         global_step = checkpoint_step(resume_path)
         first_epoch = global_step // updates_per_epoch
@@ -172,8 +235,7 @@ def train(
 
     log_file = None
     if accelerator.is_main_process:
-        os.makedirs(os.path.join(args.output_dir, "logs"), exist_ok=True)
-        log_file = open(os.path.join(args.output_dir, "logs", "train_log.jsonl"), "a")
+        log_file = _open_train_log(args, global_step if args.resume_from_checkpoint is not None else None)
 
     start_time = time.perf_counter()
     progress_bar = tqdm(range(max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process,
@@ -184,6 +246,7 @@ def train(
             if global_step >= max_train_steps:
                 break
             model.train()
+            data_order.set_epoch(epoch)
             loader = dataloader
             if epoch == first_epoch and resume_batches > 0:
                 loader = accelerator.skip_first_batches(dataloader, resume_batches)

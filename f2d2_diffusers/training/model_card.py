@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..hub import is_hub_repo_id
+from .atomic import write_text_atomically
 
 #: The template at the root of the checkout (``f2d2_diffusers/training/`` is two levels below it).
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_card.md"
@@ -67,7 +68,7 @@ def render_model_card(
         calibration=calibration.strip() or "Not measured.", data_short=data.description.split(" (")[0],
     )
     path = os.path.join(output_dir, "README.md")
-    card.save(path)
+    write_text_atomically(path, str(card))  # as card.save, but never a half-written card
     return path
 
 
@@ -100,5 +101,5 @@ def update_calibration(folder: str, markdown: str) -> str:
     if start < 0 or end < start:
         raise ValueError(f"{path} has no calibration section ({CALIBRATION_START} ... {CALIBRATION_END})")
     text = text[: start + len(CALIBRATION_START)] + "\n" + markdown.strip() + "\n" + text[end:]
-    Path(path).write_text(text)
+    write_text_atomically(path, text)
     return path

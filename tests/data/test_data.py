@@ -51,3 +51,36 @@ def test_load_vectors_rejects_bad_files(tmp_path):
     (tmp_path / "words.csv").write_text("a,b\nc,d\n")
     with pytest.raises(ValueError, match="comma-separated numbers"):
         load_vectors(tmp_path / "words.csv")
+
+
+def test_load_vectors_refuses_complex_arrays(tmp_path):
+    """The imaginary part used to be dropped silently."""
+    np.save(tmp_path / "c.npy", np.ones((3, 2)) * (1 + 2j))
+    with pytest.raises(ValueError, match=r"c\.npy: holds complex numbers \(complex128\); vectors must be real"):
+        load_vectors(tmp_path / "c.npy")
+    np.save(tmp_path / "o.npy", np.array([[1, None]], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"o\.npy: cannot read it as a \.npy array"):
+        load_vectors(tmp_path / "o.npy")
+
+
+def test_csv_header_only_when_the_first_row_has_no_number(tmp_path):
+    """A first row with one text cell used to be dropped as a "header", losing a data row."""
+    (tmp_path / "typo.csv").write_text("1,abc,3\n4,5,6\n")
+    with pytest.raises(ValueError, match=r"typo\.csv: row 1 has 'abc', which is not a number"):
+        load_vectors(tmp_path / "typo.csv")
+    (tmp_path / "later.csv").write_text("x,y\n1,2\n3,oops\n")
+    with pytest.raises(ValueError, match="row 3 has 'oops'"):
+        load_vectors(tmp_path / "later.csv")
+    (tmp_path / "ragged.csv").write_text("1,2\n3\n")
+    with pytest.raises(ValueError, match=r"row 2 has 1 value\(s\); the rows before it have 2"):
+        load_vectors(tmp_path / "ragged.csv")
+    (tmp_path / "header.csv").write_text("# my points\nx,y\n1,2 # first\n\n3,4\n")
+    assert load_vectors(tmp_path / "header.csv").tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    (tmp_path / "no-header.csv").write_text("1,2\n3,4\n")
+    assert load_vectors(tmp_path / "no-header.csv").tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    (tmp_path / "only-header.csv").write_text("x,y\n")
+    with pytest.raises(ValueError, match="no data rows"):
+        load_vectors(tmp_path / "only-header.csv")
+    np.save(tmp_path / "big.npy", np.array([[1e300, 0.0]]))
+    with pytest.raises(ValueError, match="beyond the float32 range"):
+        load_vectors(tmp_path / "big.npy")

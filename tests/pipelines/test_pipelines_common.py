@@ -214,8 +214,9 @@ def test_components_round_trip(case, pipe):
     rebuilt.set_progress_bar_config(disable=True)
     assert rebuilt.unet is pipe.unet and rebuilt.scheduler is pipe.scheduler
     assert_outputs_close(rebuilt(**case.inputs(range(2))), pipe(**case.inputs(range(2))))
-    # Without it the pipeline is still built, with the default of 256 grey levels.
-    assert case.pipeline_class(**components).config.num_levels == 256
+    # Without it the pipeline is still built, with the model's default: 256 grey levels for images, continuous
+    # (None) for vectors.
+    assert case.pipeline_class(**components).config.num_levels == (256 if case.data == "image" else None)
     # The other pipeline takes the same components.
     other = F2D2LikelihoodPipeline if case.pipeline_class is F2D2Pipeline else F2D2Pipeline
     assert other(**components, num_levels=case.num_levels).unet is pipe.unet

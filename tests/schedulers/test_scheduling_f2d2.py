@@ -105,3 +105,55 @@ def test_public_api_and_scale_noise():
     assert s.scale_model_input(x) is x
     noise = torch.randn(2, 3)
     torch.testing.assert_close(s.scale_noise(x, torch.tensor([0.0, 1000.0]), noise), torch.stack([x[0], noise[1]]))
+
+
+@pytest.mark.parametrize(
+    "sigmas, direction",
+    [([0.5, 0.0], "sample"), ([0.9, 0.5], "sample"), ([0.5, 1.0], "likelihood"), ([0.2, 0.6], "likelihood")],
+)
+def test_custom_grids_must_start_where_the_prior_holds(sigmas, direction):
+    """A grid that stops short of sigma = 1 scored the end point with the N(0, I) prior where it does not hold."""
+    start = "1" if direction == "sample" else "0"
+    with pytest.raises(ValueError, match=f"direction='{direction}' must start at {start}.*prior holds at sigma = 1"):
+        F2D2Scheduler().set_timesteps(sigmas=sigmas, direction=direction)
+
+
+@pytest.mark.parametrize("sigmas", [["a", "b"], [[1.0, 0.5], [0.5, 0.0]], []])
+def test_malformed_sigmas_are_named(sigmas):
+    with pytest.raises(ValueError, match="sigmas must be"):
+        F2D2Scheduler().set_timesteps(sigmas=sigmas)
+
+
+def test_step_rejects_non_finite_values_and_timesteps_off_the_scale():
+    s = F2D2Scheduler()
+    s.set_timesteps(2)
+    x, u, div = torch.randn(2, 3), torch.randn(2, 3), torch.zeros(2)
+    for kwargs, match in [
+        (dict(model_output=u * float("nan")), r"model_output \(average velocity\) contains NaN"),
+        (dict(divergence=torch.tensor([0.0, float("inf")])), r"divergence contains NaN or infinite values \(sample \[1\]\)"),
+        (dict(sample=x * float("inf")), "sample contains NaN"),
+        (dict(sample=torch.full((2, 3), 3e38), model_output=torch.full((2, 3), -3e38)), "prev_sample .*overflowed"),
+        (dict(timestep=float("nan")), "timestep must be finite"),
+        (dict(timestep=1500.0), r"timestep must lie in \[0, 1000\]"),
+        (dict(r_timestep=-1.0), r"r_timestep must lie in \[0, 1000\]"),
+        (dict(timestep="soon"), "timestep must be a number"),
+        (dict(timestep=torch.tensor([1000.0, 500.0, 0.0])), "one number or one per sample"),
+    ]:
+        args = dict(model_output=u, timestep=s.timesteps[0], sample=x, divergence=div) | kwargs
+        with pytest.raises(ValueError, match=match):
+            s.step(**args)
+    with pytest.raises(TypeError, match="model_output must be an F2D2ModelOutput"):
+        s.step((u, div), s.timesteps[0], x)
+    with pytest.raises(TypeError, match="sample must be a floating-point"):
+        s.step(u, s.timesteps[0], torch.zeros(2, 3, dtype=torch.long), divergence=div)
+
+
+def test_per_sample_timesteps_off_the_grid_still_step_each_sample():
+    s = F2D2Scheduler()
+    s.set_timesteps(2)
+    x, u, div = torch.randn(2, 3), torch.randn(2, 3), torch.tensor([1.0, 2.0])
+    out = s.step(u, torch.tensor([1000.0, 500.0]), x, divergence=div, r_timestep=torch.tensor([0.0, 250.0]))
+    torch.testing.assert_close(out.prev_sample, x + torch.tensor([[-1.0], [-0.25]]) * u)
+    torch.testing.assert_close(out.delta_log_prob, torch.tensor([1.0, 0.5]))
+    with pytest.raises(ValueError, match="not on the grid"):
+        s.step(u, torch.tensor([1000.0, 500.0]), x, divergence=div)

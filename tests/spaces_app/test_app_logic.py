@@ -338,3 +338,51 @@ def test_examples_and_default_model(tmp_path):
         [ModelSpec("gone", source=str(tmp_path / "gone")), ModelSpec("here", pipeline_factory=tiny_points_pipeline)]
     )
     assert registry.first_available() == "here"
+
+
+# -- bad and edge inputs ----------------------------------------------------------------------------------------
+
+
+def test_prepare_image_reads_a_16_bit_digit_like_its_8_bit_version():
+    """16-bit PNGs were clipped to 8 bits (a 16-bit digit scored 6.0 bits/dim against 2.8 in 8 bits)."""
+    import io
+
+    levels = load_digits_levels("test")[5, 0].numpy().astype(np.int64)
+    pixels = np.rint(levels * 255 / 16).astype(np.uint16)
+    png = io.BytesIO()
+    PIL.Image.fromarray(pixels * 257).save(png, format="PNG")
+    converted, notes = prepare_image(PIL.Image.open(io.BytesIO(png.getvalue())), (1, 8, 8), 17)
+    np.testing.assert_array_equal(converted[..., 0], levels)
+    assert "Scaled its 16-bit grey values 0-65535 to 8 bits (0-255)." in notes
+
+
+@pytest.mark.parametrize("mode, dtype", [("I", np.int32), ("F", np.float32)])
+def test_prepare_image_refuses_images_without_a_fixed_range(mode, dtype):
+    image = PIL.Image.fromarray(np.full((8, 8), 100, dtype=dtype))
+    assert image.mode == mode
+    with pytest.raises(InputError, match=f"mode {mode}.*save it as an 8- or 16-bit PNG"):
+        prepare_image(image, (1, 8, 8), 17)
+
+
+def test_points_far_out_are_an_error_not_null(actions):
+    """Points at 1e30 gave NaN log-likelihoods, which the Space showed as null."""
+    with pytest.raises(InputError, match="Cannot score this input: .*NaN or infinite.*far outside"):
+        actions.likelihood(POINTS, points="1e30, 1e30", reference=False)
+
+
+def test_number_fields_answer_text_with_a_message_naming_the_field(tmp_path):
+    """``/sample`` with a non-numeric step count failed in gradio's own check with a bare TypeError."""
+    import gradio as gr
+
+    demo = build_demo(tiny_registry(tmp_path))
+    sample = next(fn for fn in demo.fns.values() if fn.api_name == "sample")
+    steps, seed = sample.inputs[1], sample.inputs[2]
+    with pytest.raises(gr.Error, match=r"Sampling steps \(network calls\): expected a number, got 'two'"):
+        steps.preprocess("two")
+    with pytest.raises(gr.Error, match=r"Sampling steps \(network calls\): expected a number, got None"):
+        steps.preprocess(None)
+    with pytest.raises(gr.Error, match="Seed: expected a number"):
+        seed.preprocess([1])
+    assert steps.preprocess("3") == 3 and seed.preprocess(" 7 ") == 7
+    with pytest.raises(gr.Error, match="Sampling steps .*greater than maximum"):
+        steps.preprocess("99")

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -344,3 +345,92 @@ def test_two_processes_on_cpu(workdir, checkerboard_teacher):
     pipe = F2D2Pipeline.from_pretrained(out)
     result = pipe(batch_size=3, num_inference_steps=2, output_type="pt")
     assert torch.isfinite(result.log_prob).all()
+
+
+CRASH_RUN = ["--dataset", "checkerboard", "--num_toy_samples", 48, "--train_batch_size", 16, "--max_train_steps", 9,
+             "--checkpointing_steps", 2, "--use_ema", *COMMON]
+
+
+def logged_losses(folder):
+    lines = (Path(folder) / "logs" / "train_log.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines]
+
+
+def weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_from_the_last_complete_checkpoint_exactly(workdir):
+    """SIGKILL while a checkpoint is written, with --checkpoints_total_limit 1, and from outside between saves: each
+    run resumes with 'latest' from its last complete checkpoint and ends as the uninterrupted run does."""
+    from f2d2_diffusers.training import checkpoint_problem
+    from f2d2_diffusers.training.checkpointing import TEST_CRASH_DURING_SAVE
+
+    def command(out, *args):
+        script = [sys.executable, str(TRAINING / "train_teacher.py")]
+        return script + [str(a) for a in (*CRASH_RUN, "--model_config_name_or_path", workdir / "tiny_mlp.json",
+                                          "--output_dir", out, *args)]
+
+    def run(out, *args, crash_during_save=None):
+        env = _env() if crash_during_save is None else dict(_env(), **{TEST_CRASH_DURING_SAVE: str(crash_during_save)})
+        return subprocess.run(command(out, *args), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    reference = workdir / "crash-reference"
+    _check(run(reference))
+    # 48 points in batches of 16: checkpoints 2, 4 and 8 fall inside an epoch, 6 on an epoch boundary.
+    assert logged_steps(reference) == list(range(1, 10))
+
+    def resume_and_compare(out, resumed_from, *args):
+        proc = _check(run(out, *args, "--resume_from_checkpoint", "latest"))
+        assert f"resuming from {out / resumed_from}" in proc.stdout, proc.stdout
+        assert logged_steps(out) == list(range(1, 10))  # each step once
+        # The first resumed step's loss, and every later one, are the uninterrupted run's.
+        assert logged_losses(out) == pytest.approx(logged_losses(reference), rel=0, abs=1e-6)
+        for sub in ("unet", "checkpoint-8/unet", "checkpoint-8/unet_ema"):
+            expected, got = weights(reference / sub), weights(out / sub)
+            assert expected.keys() == got.keys()
+            for name in expected:
+                torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-5, msg=f"{sub}: {name}")
+        assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+        return proc
+
+    # Killed half-way through writing checkpoint-6: unet/ written, the optimiser and random states not yet.
+    out = workdir / "crash-during-save"
+    assert run(out, crash_during_save=6).returncode == -9
+    assert checkpoints(out) == ["checkpoint-2", "checkpoint-4"]
+    partial = out / ".incomplete-checkpoint-6"
+    assert (partial / "unet").is_dir() and not (partial / "optimizer.bin").exists()
+    assert logged_steps(out) == [1, 2, 3, 4, 5, 6]
+    proc = resume_and_compare(out, "checkpoint-4")
+    assert ".incomplete-checkpoint-6" in proc.stderr  # the leftover is named, then removed
+
+    # A named checkpoint that is corrupt is refused in one line, before anything is loaded.
+    (out / "checkpoint-8" / "optimizer.bin").write_bytes(b"")
+    proc = run(out, "--resume_from_checkpoint", out / "checkpoint-8")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{out / 'checkpoint-8'} is incomplete or corrupt" in proc.stderr
+    assert "optimizer.bin has 0 bytes" in proc.stderr
+
+    # With --checkpoints_total_limit 1 the older checkpoint goes only once the new one is complete.
+    out = workdir / "crash-with-limit"
+    assert run(out, "--checkpoints_total_limit", 1, crash_during_save=4).returncode == -9
+    assert checkpoints(out) == ["checkpoint-2"]
+    resume_and_compare(out, "checkpoint-2", "--checkpoints_total_limit", 1)
+    assert checkpoints(out) == ["checkpoint-8"]
+
+    # Killed from outside once checkpoint-2 is there: wherever the kill lands, 'latest' is complete.
+    out = workdir / "crash-from-outside"
+    with open(workdir / "crash-from-outside.log", "w") as log:
+        proc = subprocess.Popen(command(out), cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while proc.poll() is None and not (out / "checkpoint-2").is_dir():
+                time.sleep(0.005)
+        finally:
+            proc.kill()
+            proc.wait()
+    last = checkpoints(out)[-1]
+    assert checkpoint_problem(str(out / last)) is None
+    resume_and_compare(out, last)
