@@ -142,16 +142,18 @@ def plot(results: list, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for res in results:
+    for color, res in zip(("C0", "C1", "C2", "C3"), results):
         rs = [r for r in res["rows"] if r["steps"]]
-        ax.plot([r["steps"] for r in rs], [abs(r["error"]) for r in rs], "o-", label=f"{res['dataset']} |mean error|")
-        ax.plot([r["steps"] for r in rs], [r["abs_error"] for r in rs], "s:", label=f"{res['dataset']} per-sample MAE")
+        ax.plot([r["steps"] for r in rs], [abs(r["error"]) for r in rs], "o-", color=color,
+                label=f"{res['dataset']} |mean error|")
+        ax.plot([r["steps"] for r in rs], [r["abs_error"] for r in rs], "s:", color=color,
+                label=f"{res['dataset']} per-sample MAE")
     ax.axhline(TARGET_NATS, color="k", lw=0.8, ls="--", label=f"target {TARGET_NATS} nats")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("steps (network calls)")
     ax.set_ylabel("NLL error vs teacher dopri5 (nats)")
-    ax.set_title("F2D2 with the default flags, on data generated for this check")
+    ax.set_title("train_f2d2.py defaults on data generated for this check", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -35,6 +35,9 @@ def parse_args(argv=None):
     p.add_argument("--atol", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0, help="seed of the dequantisation noise (the same for both sides)")
     p.add_argument("--output_dir", default=PATHS.results_dir, help="default: benchmarks/results")
+    p.add_argument("--sampling_path_samples", type=int, default=64,
+                   help="also compare the log-density F2D2Pipeline returns with its own 1/2/4-step samples against the "
+                        "teacher's ODE at those samples, on this many samples (0: skip)")
     p.add_argument("--update_card", action="store_true",
                    help="also write the table into the student's model card (README.md, calibration section)")
     return p.parse_args(argv)
@@ -90,10 +93,25 @@ def main(args):
         print(f"    integral error (nats) {[round(v, 2) for v in s['integral_error']]}")
         print(f"    state error (L2)      {[round(v, 3) for v in s['state_error']]}")
 
+    sampling_path = []
+    if args.sampling_path_samples:
+        from f2d2_diffusers import F2D2Pipeline
+        from f2d2_diffusers.calibration import sampling_path_calibration
+
+        sampler = F2D2Pipeline.from_pipe(pipe)
+        sampler.set_progress_bar_config(disable=True)
+        sampling_path = sampling_path_calibration(
+            sampler, teacher, args.sampling_path_samples, steps=(1, 2, 4),
+            generator=torch.Generator().manual_seed(args.seed), divergence=args.divergence,
+            num_probes=args.hutchinson_probes, rtol=args.rtol, atol=args.atol)
+        for r in sampling_path:
+            print(f"sampling path, {r['steps']} steps: map {r['value']:.4f} vs teacher {r['reference']:.4f} "
+                  f"({r['unit']}, log-density; error {r['error']:+.4f}, per-sample {r['abs_error']:.4f})")
+
     name = f"calibration_{args.dataset}"
     write_json(os.path.join(args.output_dir, name + ".json"),
                dict(student=args.student, teacher=args.teacher, dataset=args.dataset, num_points=len(data), unit=unit,
-                    reference_divergence=args.divergence, rows=rows, segments=segments))
+                    reference_divergence=args.divergence, rows=rows, segments=segments, sampling_path=sampling_path))
 
     import matplotlib
 

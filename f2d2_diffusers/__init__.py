@@ -11,7 +11,9 @@ from .models import (
     F2D2MLPModel, F2D2ModelOutput, F2D2UNet2DModel, FlowMatchingMLPModel, FlowMatchingModelOutput, load_teacher, sample_shape,
 )
 from .objectives import ShortcutF2D2LossOutput, flow_matching_loss, shortcut_f2d2_loss
-from .pipelines import F2D2LikelihoodPipeline, F2D2LikelihoodPipelineOutput, F2D2Pipeline, F2D2PipelineOutput
+from .pipelines import (
+    F2D2LikelihoodPipeline, F2D2LikelihoodPipelineOutput, F2D2Pipeline, F2D2PipelineOutput, FlowMatchingEulerPipeline,
+)
 from .reference_likelihood import ReferenceLikelihoodOutput, reference_log_likelihood
 from .sampling import teacher_euler_sample
 from .schedulers import F2D2Scheduler, F2D2SchedulerOutput
@@ -21,7 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "F2D2LikelihoodPipeline", "F2D2LikelihoodPipelineOutput", "F2D2MLPModel", "F2D2ModelOutput", "F2D2Pipeline",
     "F2D2PipelineOutput", "F2D2Scheduler", "F2D2SchedulerOutput", "F2D2UNet2DModel", "FlowMatchingMLPModel",
-    "FlowMatchingModelOutput", "LikelihoodCalibration", "ReferenceLikelihoodOutput", "SegmentCalibration",
+    "FlowMatchingEulerPipeline", "FlowMatchingModelOutput", "LikelihoodCalibration", "ReferenceLikelihoodOutput", "SegmentCalibration",
     "ShortcutF2D2LossOutput", "bits_per_dim", "dequantize", "discrete_log_prob", "evaluate_flow_map", "evaluate_velocity",
     "exact_divergence", "flow_map_step", "flow_matching_loss", "hutchinson_divergence", "integrate_flow_map",
     "interpolant", "likelihood_calibration", "load_teacher", "pixels_to_levels", "reference_log_likelihood",

@@ -97,22 +97,26 @@ def sampling_path_calibration(
     steps: Sequence[int] = (1, 2, 4),
     generator: Optional[torch.Generator] = None,
     continuous_bits: bool = True,
+    sample_shape: Optional[Sequence[int]] = None,
     **reference_kwargs,
 ) -> List[dict]:
     """The log-density an ``F2D2Pipeline`` returns with its own samples against ``teacher``'s ODE at those samples.
 
-    For each step count, ``num_samples`` samples are drawn (the same noise for every count) and their "free"
+    For each step count, ``num_samples`` samples are drawn (the same noise for every count; ``sample_shape`` defaults
+    to the model config's) and their "free"
     ``log_prob`` (model space, continuous) is compared with ``reference_log_likelihood(teacher, samples)``.
 
     Returns one row per step count: ``steps``, ``nfe``, ``value`` (mean of the map's score), ``reference`` (mean of
     the teacher's), ``error`` (mean per-sample difference, positive = the map finds its samples likelier than the
     teacher does), ``abs_error``, ``unit`` (continuous bits/dim for images with ``continuous_bits``, else nats).
     """
+    shape = sample_shape if sample_shape is not None else pipeline._model_sample_shape()
+    if shape is None:
+        raise ValueError("the model's config has no sample_size; pass `sample_shape`")
+    noise = torch.randn(num_samples, *shape, generator=generator).to(pipeline.device, pipeline.unet.dtype)
     rows = []
-    noise_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else 0
     for num_steps in steps:
-        out = pipeline(batch_size=num_samples, num_inference_steps=num_steps, output_type="latent",
-                       generator=torch.Generator().manual_seed(noise_seed))
+        out = pipeline(latents=noise, num_inference_steps=num_steps, output_type="latent")
         samples = out.images
         reference = reference_log_likelihood(teacher, samples, **reference_kwargs)
         num_dims = samples[0].numel()

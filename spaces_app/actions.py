@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from f2d2_diffusers import dequantize, reference_log_likelihood, resolve_divergence_method, teacher_euler_sample
+from f2d2_diffusers.dequantization import NonFiniteError
 
 from content import LIKELIHOOD_STEPS, MAX_IMAGE_BATCH, MAX_SAMPLE_STEPS, MAX_SEED, MAX_TEACHER_STEPS, MAX_VECTOR_BATCH
 from errors import InputError, ModelUnavailable
@@ -197,7 +198,12 @@ class DemoActions:
             start = time.perf_counter()
             try:
                 out = pipe(x, num_inference_steps=steps, dequantize=False, num_levels=num_levels)
-            except ValueError as err:  # e.g. points so far out that the network overflows: say so, never show null
+            except NonFiniteError:  # e.g. points at 1e30: say so rather than show a null log-likelihood
+                raise InputError(
+                    "Cannot score this input: the network's output is NaN or infinite on it, so it lies far outside "
+                    "the range the model was trained on."
+                ) from None
+            except ValueError as err:
                 raise InputError(f"Cannot score this input: {err}.") from None
             seconds = time.perf_counter() - start
             method = f"F2D2, {steps} step{'s' if steps > 1 else ''}"

@@ -47,3 +47,20 @@ def test_reference_without_the_grid_is_rejected(setup):
     reference = reference_log_likelihood(teacher, torch.zeros(2, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="same `sigmas`"):
         segment_calibration(GaussianFlowMap(**params), reference, GRID)
+
+
+def test_sampling_path_log_density_of_the_exact_map_matches_the_teacher():
+    # The exact Gaussian map's free log-density of its own samples equals the teacher's ODE at those samples.
+    from analytic import GaussianFlowMap, GaussianVelocity, gaussian_params
+
+    from f2d2_diffusers import F2D2Pipeline, F2D2Scheduler
+    from f2d2_diffusers.calibration import sampling_path_calibration
+
+    params = gaussian_params((3,))
+    pipe = F2D2Pipeline(unet=GaussianFlowMap(**params), scheduler=F2D2Scheduler(), num_levels=None)
+    pipe.set_progress_bar_config(disable=True)
+    rows = sampling_path_calibration(pipe, GaussianVelocity(**params), 16, steps=(1, 2), sample_shape=(3,),
+                                     generator=torch.Generator().manual_seed(0), rtol=1e-6, atol=1e-6)
+    assert [r["steps"] for r in rows] == [1, 2] and all(r["unit"] == "nats" for r in rows)
+    for row in rows:
+        assert abs(row["error"]) < 1e-3 and row["abs_error"] < 1e-3 and row["nfe"] == row["steps"]

@@ -28,7 +28,9 @@ join one gloo group; set ``OMP_NUM_THREADS`` so that processes x threads does no
 import argparse
 
 from f2d2_diffusers import training as training_utils
+from f2d2_diffusers.hub import make_diffusers_loadable
 from f2d2_diffusers.training import TrainingError, calibration_markdown, hub_base_model, render_model_card
+from f2d2_diffusers.training.model_card import card_repo_id, f2d2_usage, portable_path
 
 OBJECTIVES = ("shortcut",)
 #: Config keys a user may set on a student warm-started from a teacher (the new layers only).
@@ -225,6 +227,7 @@ def main(args):
             # Staged, then renamed into place with model_index.json last: never a half-written pipeline.
             with training_utils.staged_output(args.output_dir) as staging:
                 pipeline.save_pretrained(staging)
+                make_diffusers_loadable(staging)  # pipeline.py + shims: DiffusionPipeline.from_pretrained(..., trust_remote_code=True)
             calibration = measure_calibration(args, data, pipeline, teacher)
         write_card(args, data, result, model_cls, calibration)
         accelerator.print(f"saved the F2D2 pipeline to {args.output_dir}")
@@ -271,27 +274,12 @@ def measure_calibration(args, data, pipeline, teacher) -> str:
 
 
 def write_card(args, data, result, model_cls, calibration: str):
-    output_type = "pil" if data.kind == "image" else "np"
-    if data.kind == "vector":
-        score = "float vectors of shape (batch, d)"
-    else:
-        score = f"integer grey levels 0..{data.num_levels - 1}, channels-first tensors or channels-last arrays, or PIL images"
-    dequantize = ", dequantize=False" if data.kind == "vector" else ""
-    usage = f'''
-import torch
-from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2Pipeline
-
-pipe = F2D2Pipeline.from_pretrained("{args.output_dir}")
-out = pipe(batch_size=8, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="{output_type}")
-out.images, out.log_prob, out.bits_per_dim  # samples and their log-density from the same 2 network calls
-
-likelihood = F2D2LikelihoodPipeline.from_pretrained("{args.output_dir}")
-# score data ({score}) in a few network calls:
-# likelihood(data, num_inference_steps=2{dequantize}).bits_per_dim
-'''
+    repo_id = card_repo_id(args.output_dir, args.hub_model_id)
+    usage = f2d2_usage(repo_id, data.kind, data.num_levels)
     teacher = args.teacher_model_name_or_path
     render_model_card(
-        args.output_dir, is_f2d2=True, base_model=hub_base_model(teacher), calibration=calibration,
+        args.output_dir, is_f2d2=True, base_model=hub_base_model(teacher), calibration=calibration, repo_id=repo_id,
+        base_model_note=f"the teacher was the local folder `{portable_path(teacher)}`" if teacher else "no teacher",
         title=f"F2D2 joint flow map ({model_cls.__name__})",
         summary=(
             "A joint flow map distilled with Shortcut-F2D2: one network gives the average velocity `u(x, sigma, h)` "
@@ -301,7 +289,7 @@ likelihood = F2D2LikelihoodPipeline.from_pretrained("{args.output_dir}")
         data=data, result=result, command=training_utils.training_command("train_f2d2.py"), usage=usage,
         extra_tags=["few-step", "likelihood", "f2d2"],
         details=[
-            f"Teacher: {teacher if teacher else 'none (self-distillation from scratch)'}.",
+            f"Teacher: {portable_path(teacher) if teacher else 'none (self-distillation from scratch)'}.",
             f"Objective: {args.objective}; directions: {args.directions} "
             f"({'sampling and likelihood steps' if args.directions == 'both' else 'sampling steps only'}); "
             f"divergence targets: {args.divergence} (Hutchinson probes: {args.hutchinson_probes}); "

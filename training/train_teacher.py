@@ -5,8 +5,9 @@ Images: a plain diffusers ``UNet2DModel``; vectors: ``f2d2_diffusers.FlowMatchin
 ``f2d2_diffusers.flow_matching_loss``: ``|| v(x_sigma, sigma) - (eps - x_data) ||^2`` with ``sigma = 0`` data,
 ``sigma = 1`` noise and ``timestep = 1000 * sigma`` (diffusers' flow-matching convention).
 
-The output folder holds ``unet/`` (the model, EMA weights with ``--use_ema``) and ``scheduler/`` (diffusers'
-``FlowMatchEulerDiscreteScheduler``), so diffusers alone can sample an image teacher, and
+The output folder holds ``unet/`` (the model, EMA weights with ``--use_ema``), ``scheduler/`` (diffusers'
+``FlowMatchEulerDiscreteScheduler``) and ``model_index.json`` (``f2d2_diffusers.hub.make_diffusers_loadable``: a stock
+``DDPMPipeline`` for image teachers, so diffusers alone loads and samples them), and
 ``train_f2d2.py --teacher_model_name_or_path OUTPUT_DIR`` distils it.
 
 Example (CPU, a minute or two)::
@@ -22,7 +23,9 @@ join one gloo group; set ``OMP_NUM_THREADS`` so that processes x threads does no
 import os
 
 from f2d2_diffusers import training as training_utils
+from f2d2_diffusers.hub import make_diffusers_loadable
 from f2d2_diffusers.training import render_model_card
+from f2d2_diffusers.training.model_card import card_repo_id, teacher_usage
 
 
 def parse_args(argv=None):
@@ -68,47 +71,17 @@ def main(args):
             with training_utils.ema_weights(unwrapped, ema_model):
                 unwrapped.save_pretrained(os.path.join(staging, "unet"))
             FlowMatchEulerDiscreteScheduler().save_pretrained(os.path.join(staging, "scheduler"))
+            make_diffusers_loadable(staging)  # model_index.json: a stock DDPMPipeline (images) or the package's pipeline
         write_card(args, data, result, model_cls)
-        accelerator.print(f"saved the teacher to {args.output_dir} (unet/, scheduler/)")
+        accelerator.print(f"saved the teacher to {args.output_dir} (unet/, scheduler/, model_index.json)")
         if args.push_to_hub:
             training_utils.push_to_hub(args, f"flow-matching teacher, step {result.global_step}")
     accelerator.end_training()
 
 
 def write_card(args, data, result, model_cls):
-    if data.kind == "image":
-        c, h, w = data.sample_shape
-        usage = f'''
-import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
-
-unet = UNet2DModel.from_pretrained("{args.output_dir}", subfolder="unet")
-scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained("{args.output_dir}", subfolder="scheduler")
-scheduler.set_timesteps(50)
-x = torch.randn(4, {c}, {h}, {w}, generator=torch.Generator().manual_seed(0))
-with torch.no_grad():
-    for t in scheduler.timesteps:  # float tensors, 1000 * sigma
-        x = scheduler.step(unet(x, t).sample, t, x).prev_sample
-images = (x.clamp(-1, 1) + 1) / 2  # in [0, 1]
-'''
-    else:
-        usage = f'''
-import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
-from f2d2_diffusers import FlowMatchingMLPModel
-
-model = FlowMatchingMLPModel.from_pretrained("{args.output_dir}", subfolder="unet")
-scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained("{args.output_dir}", subfolder="scheduler")
-scheduler.set_timesteps(100)
-x = torch.randn(1000, {data.sample_shape[0]})
-with torch.no_grad():
-    for t in scheduler.timesteps:
-        x = scheduler.step(model(x, t).sample, t, x).prev_sample
-'''
-    usage += f'''
-# Distil it into a few-step joint flow map (sampling + log-likelihood):
-# accelerate launch training/train_f2d2.py --teacher_model_name_or_path {args.output_dir} ...
-'''
+    repo_id = card_repo_id(args.output_dir, args.hub_model_id)
+    usage = teacher_usage(repo_id, data.kind, data.sample_shape)
     render_model_card(
         args.output_dir, is_f2d2=False,
         title=f"Flow-matching teacher ({model_cls.__name__})",
@@ -118,7 +91,7 @@ with torch.no_grad():
             "an F2D2 joint flow map (`train_f2d2.py`)."
         ),
         data=data, result=result, command=training_utils.training_command("train_teacher.py"), usage=usage,
-        details=[f"EMA weights: {'yes' if args.use_ema else 'no'}."],
+        details=[f"EMA weights: {'yes' if args.use_ema else 'no'}."], repo_id=repo_id,
         calibration=(
             "This teacher is the reference its F2D2 students are calibrated against: its likelihood is the augmented "
             "ODE solved by `f2d2_diffusers.reference_log_likelihood` (dopri5, exact or Hutchinson divergence). "

@@ -1,4 +1,7 @@
 from .pipeline_f2d2 import F2D2Pipeline, F2D2PipelineOutput
 from .pipeline_f2d2_likelihood import F2D2LikelihoodPipeline, F2D2LikelihoodPipelineOutput
+from .pipeline_flow_matching import FlowMatchingEulerPipeline
 
-__all__ = ["F2D2LikelihoodPipeline", "F2D2LikelihoodPipelineOutput", "F2D2Pipeline", "F2D2PipelineOutput"]
+__all__ = [
+    "F2D2LikelihoodPipeline", "F2D2LikelihoodPipelineOutput", "F2D2Pipeline", "F2D2PipelineOutput", "FlowMatchingEulerPipeline",
+]

@@ -68,7 +68,8 @@ class F2D2Pipeline(F2D2BasePipeline):
                 holds) to 0, instead of the uniform one; a final 0 may be left out.
             num_levels (`int`, *optional*): grey levels for ``bits_per_dim``; defaults to ``config.num_levels``
                 (refused for vector models, whose data are continuous).
-            output_type (`str`): ``"pil"``, ``"np"`` or ``"pt"`` (vectors: ``"np"`` or ``"pt"``).
+            output_type (`str`): ``"pil"``, ``"np"`` or ``"pt"`` (vectors: ``"np"`` or ``"pt"``), or ``"latent"``: the
+                model-space samples themselves (images in [-1, 1], not clipped), the points ``log_prob`` refers to.
             return_dict (`bool`): return an [`F2D2PipelineOutput`] instead of a tuple.
 
         Returns:
@@ -77,8 +78,8 @@ class F2D2Pipeline(F2D2BasePipeline):
         """
         self._check_steps(num_inference_steps, sigmas)
         num_levels = self._resolve_num_levels(num_levels)
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
         device, dtype = self._execution_device, self.unet.dtype
 
         if latents is not None:
@@ -110,7 +111,9 @@ class F2D2Pipeline(F2D2BasePipeline):
         self._check_result(sample, log_prob, source)
         bpd = bits_per_dim(log_prob, sample[0].numel(), num_levels)
 
-        if sample.ndim == 4:
+        if output_type == "latent":
+            images = sample
+        elif sample.ndim == 4:
             images = VaeImageProcessor(do_resize=False, do_normalize=True).postprocess(sample.float(), output_type)
         else:
             images = sample.float().cpu().numpy() if output_type == "np" else sample

@@ -1,7 +1,6 @@
 """What both F2D2 pipelines share: components, the data's grey levels, the shape of one sample and the checks on
 inputs and results."""
 
-import copy
 from typing import Optional, Tuple, Union
 
 import torch
@@ -12,6 +11,8 @@ from ..dequantization import OVERFLOW_HINT, NonFiniteError, check_finite, check_
 from ..flow_map import integrate_flow_map, is_flow_map_model, unwrap_model
 from ..models import F2D2MLPModel, F2D2UNet2DModel, FlowMatchingMLPModel, sample_shape
 from ..schedulers import F2D2Scheduler
+from ..schedulers.interop import FLOW_MAP_SCHEDULERS, as_f2d2_scheduler
+from .diffusers_loading import PackageLoadingMixin
 
 logger = logging.get_logger(__name__)
 
@@ -52,7 +53,7 @@ def check_flow_map(unet) -> None:
         )
 
 
-class F2D2BasePipeline(DiffusionPipeline):
+class F2D2BasePipeline(PackageLoadingMixin, DiffusionPipeline):
     r"""
     Components: ``unet``, any ``ModelMixin`` with ``forward(sample, timestep, step, return_dict)`` returning the
     average velocity (``.sample``) and average divergence (``.divergence``): [`F2D2UNet2DModel`] for images,
@@ -74,7 +75,7 @@ class F2D2BasePipeline(DiffusionPipeline):
     def __init__(
         self,
         unet: Union[F2D2UNet2DModel, F2D2MLPModel, ModelMixin],
-        scheduler: F2D2Scheduler,
+        scheduler: Union[FLOW_MAP_SCHEDULERS],  # F2D2Scheduler, or diffusers' FlowMapEulerDiscreteScheduler
         num_levels: Union[int, str, None] = NUM_LEVELS_AUTO,
     ):
         super().__init__()
@@ -165,7 +166,7 @@ class F2D2BasePipeline(DiffusionPipeline):
 
     def _scheduler_for_call(self, num_inference_steps, sigmas, direction: str) -> F2D2Scheduler:
         """A copy of the scheduler with this call's grid: calls from several threads never share grid state."""
-        scheduler = copy.deepcopy(self.scheduler)
+        scheduler = as_f2d2_scheduler(self.scheduler)  # a copy; diffusers' FlowMapEulerDiscreteScheduler as an F2D2Scheduler
         # With custom sigmas the grid sets the number of steps (as in diffusers' retrieve_timesteps).
         steps = (1 if num_inference_steps is None else num_inference_steps) if sigmas is None else num_inference_steps
         scheduler.set_timesteps(steps, device=self._execution_device, sigmas=sigmas, direction=direction)

@@ -8,6 +8,11 @@ from diffusers import SchedulerMixin  # noqa: F401  (diffusers finds the loading
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.utils import BaseOutput
 
+try:  # diffusers' flow-map scheduler: F2D2Scheduler is one, with the log-density and likelihood grids on top
+    from diffusers import FlowMapEulerDiscreteScheduler as _FlowMapBase
+except ImportError:  # a diffusers that does not ship it
+    _FlowMapBase = SchedulerMixin
+
 from ..dequantization import check_finite
 from ..flow_map import TIMESTEP_SCALE, flow_map_step, interpolant
 
@@ -26,9 +31,11 @@ class F2D2SchedulerOutput(BaseOutput):
     delta_log_prob: torch.Tensor
 
 
-class F2D2Scheduler(SchedulerMixin, ConfigMixin):
+class F2D2Scheduler(_FlowMapBase, ConfigMixin):
     r"""
-    Grid and update rule of a joint flow map, shaped like diffusers' `FlowMapEulerDiscreteScheduler`.
+    Grid and update rule of a joint flow map: a subclass of diffusers' `FlowMapEulerDiscreteScheduler` (same config,
+    same sampling grid, same `step(model_output, timestep, sample, r_timestep=None, return_dict=True)`), which adds
+    likelihood grids and the log-density increment (`schedulers/interop.py`).
 
     ``sigma = 0`` is data and ``sigma = 1`` noise; ``timesteps = num_train_timesteps * sigma``. After
     ``set_timesteps(N, direction=...)``:
@@ -46,7 +53,7 @@ class F2D2Scheduler(SchedulerMixin, ConfigMixin):
             ``shift < 1`` packs grid points toward the data end.
     """
 
-    _compatibles = []
+    _compatibles = ["FlowMapEulerDiscreteScheduler"]
     order = 1
     init_noise_sigma = 1.0
 
@@ -117,6 +124,9 @@ class F2D2Scheduler(SchedulerMixin, ConfigMixin):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         start, end = (1.0, 0.0) if direction == "sample" else (0.0, 1.0)
+        if num_inference_steps is not None or sigmas is None:
+            if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+                raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
         if sigmas is not None:
             try:
                 grid = torch.as_tensor(sigmas, dtype=torch.float64)
@@ -141,8 +151,6 @@ class F2D2Scheduler(SchedulerMixin, ConfigMixin):
                     f"holds at sigma = 1 only, so a grid that stops short of it gives a wrong log-density; got {grid.tolist()}"
                 )
         else:
-            if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-                raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
             grid = torch.linspace(start, end, num_inference_steps + 1, dtype=torch.float64)
         grid = self._apply_shift(grid)
 
@@ -157,7 +165,9 @@ class F2D2Scheduler(SchedulerMixin, ConfigMixin):
 
     def index_for_timestep(self, timestep: Union[float, torch.Tensor]) -> Optional[int]:
         """Index of ``timestep`` on the current grid, or ``None`` when it is off the grid (or differs per sample)."""
-        values = self._timestep_values(timestep, "timestep")
+        return self._index_of(self._timestep_values(timestep, "timestep"))
+
+    def _index_of(self, values: torch.Tensor) -> Optional[int]:
         if (values != values[0]).any():
             return None
         diffs = (self.timesteps.double().cpu() - values[0]).abs()
@@ -185,20 +195,23 @@ class F2D2Scheduler(SchedulerMixin, ConfigMixin):
         model_output,
         timestep: Union[float, torch.Tensor],
         sample: torch.Tensor,
-        divergence: Optional[torch.Tensor] = None,
         r_timestep: Optional[Union[float, torch.Tensor]] = None,
         return_dict: bool = True,
+        *,
+        divergence: Optional[torch.Tensor] = None,
     ) -> Union[F2D2SchedulerOutput, Tuple[torch.Tensor, torch.Tensor]]:
         """Move ``sample`` from ``timestep`` to ``r_timestep`` (default: the next grid point).
 
         Args:
             model_output: an ``F2D2ModelOutput`` (average velocity and divergence), or the average velocity
                 tensor with ``divergence`` given separately.
-            timestep: the start, ``num_train_timesteps * sigma``, one value for the batch; on the grid unless
-                ``r_timestep`` is given.
+            timestep: the start, ``num_train_timesteps * sigma`` in ``[0, num_train_timesteps]``: one value on the
+                grid, or (with ``r_timestep``) any value, or one per sample.
             sample: ``x`` at ``sigma``, shape ``(batch, *dims)``.
-            divergence: average divergence ``D`` per sample, full scale, when ``model_output`` is a tensor.
-            r_timestep: the end, for any-step use off the grid.
+            divergence (keyword-only, so that the positional arguments are those of diffusers'
+                ``FlowMapEulerDiscreteScheduler.step``): average divergence ``D`` per sample, full scale, when
+                ``model_output`` is a tensor.
+            r_timestep: the end, for any-step use off the grid (one value, or one per sample).
 
         Returns:
             ``F2D2SchedulerOutput(prev_sample, delta_log_prob)`` or the tuple ``(prev_sample, delta_log_prob)``.
@@ -232,7 +245,7 @@ class F2D2Scheduler(SchedulerMixin, ConfigMixin):
 
         scale = self.config.num_train_timesteps
         start = self._timestep_values(timestep, "timestep", sample.shape[0])
-        t_idx = self.index_for_timestep(timestep)
+        t_idx = self._index_of(start)
         if self._step_index is None:
             self._step_index = self._begin_index if self._begin_index is not None else (t_idx or 0)
         sigma = self.sigmas[t_idx] if t_idx is not None else (start / scale).reshape(() if start.numel() == 1 else -1)

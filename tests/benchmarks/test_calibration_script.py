@@ -29,6 +29,10 @@ def test_calibration_report_for_a_2d_checkpoint(tmp_path):
     teacher_integral = sum(report["segments"]["1-likelihood"]["teacher_integral"])
     assert rows[("bidirectional", 1)]["error"] == pytest.approx(teacher_integral, rel=0.05, abs=0.05)
     assert set(report["segments"]) == {f"{k}-{d}" for k in (1, 2, 4, 8) for d in ("likelihood", "sample")}
+    # The sampling-path rows: the fresh map's samples, scored by itself and by the teacher's ODE.
+    assert [r["steps"] for r in report["sampling_path"]] == [1, 2, 4]
+    for r in report["sampling_path"]:
+        assert r["unit"] == "nats" and r["nfe"] == r["steps"] and r["abs_error"] >= abs(r["error"]) - 1e-9
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

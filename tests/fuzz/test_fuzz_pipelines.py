@@ -72,16 +72,24 @@ def pil_images(draw):
     return image.convert(mode) if mode in ("P", "1") else image
 
 
+#: Input dtypes: integer levels and floats for images, floats (continuous data) the most often for vectors.
+INPUT_DTYPES = {
+    "image": (np.uint8, np.int64, np.uint16, np.float32, np.float64, np.int8, np.uint64, np.float16, np.bool_, np.complex64),
+    "vector": (np.float32, np.float32, np.float32, np.float64, np.float16, np.int64, np.bool_, np.complex64),
+}
+
+
 @st.composite
 def likelihood_inputs(draw, data):
-    kind = draw(st.sampled_from(["numpy", "tensor", "tensor", "list", "pil", "other"]))
+    kinds = ["numpy", "tensor", "tensor", "list", "pil", "other"] + (["tensor", "numpy"] if data == "vector" else [])
+    kind = draw(st.sampled_from(kinds))
     if kind == "pil":
         images = draw(st.lists(pil_images(), min_size=1, max_size=2))
         return images[0] if len(images) == 1 and draw(st.booleans()) else images
     if kind == "other":
         return draw(st.sampled_from([[], "digit.png", None, 3, [np.zeros(3), torch.zeros(3)], [np.zeros((8, 8)), np.zeros((4, 4))]]))
     shape = draw(shapes(data, channels_last=kind == "numpy" and data == "image"))
-    array = draw(numeric_arrays(shape, low=-1.0, high=1.0))
+    array = draw(numeric_arrays(shape, dtypes=INPUT_DTYPES[data], low=-1.0, high=1.0))
     if kind == "numpy":
         return array
     tensor = torch.from_numpy(array if array.dtype != np.uint64 else array.astype(np.int64))
@@ -101,7 +109,7 @@ def likelihood_calls(draw, data):
             lambda n: [torch.Generator().manual_seed(i) for i in range(n)])),
     }
     for name, strategy in options.items():
-        if draw(st.integers(0, 2)) == 0:
+        if draw(st.integers(0, 3)) == 0:  # each option now and then, so that most calls can succeed
             kwargs[name] = draw(strategy)
     if data == "vector" and "dequantize" not in kwargs and draw(st.integers(0, 3)):
         kwargs["dequantize"] = False  # continuous data, the usual call
@@ -125,7 +133,7 @@ def sampling_calls(draw, data):
             lambda n: [torch.Generator().manual_seed(i) for i in range(n)])),
     }
     for name, strategy in options.items():
-        if draw(st.integers(0, 2)) == 0:
+        if draw(st.integers(0, 3)) == 0:  # each option now and then, so that most calls can succeed
             kwargs[name] = draw(strategy)
     kwargs.setdefault("output_type", "pt" if data == "vector" else draw(st.sampled_from(["pt", "np", "pil"])))
     return kwargs

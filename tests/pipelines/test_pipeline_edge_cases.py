@@ -13,7 +13,7 @@ from diffusers import UNet2DModel
 
 from testing_utils import tiny_unet_config
 from f2d2_diffusers import (
-    F2D2LikelihoodPipeline, F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, FlowMatchingMLPModel,
+    F2D2LikelihoodPipeline, F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, FlowMatchingMLPModel,
 )
 
 

@@ -366,7 +366,7 @@ def test_prepare_image_refuses_images_without_a_fixed_range(mode, dtype):
 
 def test_points_far_out_are_an_error_not_null(actions):
     """Points at 1e30 gave NaN log-likelihoods, which the Space showed as null."""
-    with pytest.raises(InputError, match="Cannot score this input: .*NaN or infinite.*far outside"):
+    with pytest.raises(InputError, match="Cannot score this input: the network's output is NaN or infinite on it.*far outside"):
         actions.likelihood(POINTS, points="1e30, 1e30", reference=False)
 
 
