@@ -163,7 +163,9 @@ def main(argv=None) -> int:
             contents = upload_contents(args.folder, args.repo_id, base_model=args.base_model)
             print(f"{args.folder}: a complete F2D2 {kind}; would upload to {args.repo_id}:")
             for name, value in contents.items():
-                print(f"  {name}" + ("" if isinstance(value, str) else "  (written for the repository)"))
+                local = Path(args.folder, name)
+                same = isinstance(value, str) or (local.is_file() and local.read_bytes() == value)
+                print(f"  {name}" + ("" if same else "  (written for the repository)"))
             return 0
         repo_id = push_checkpoint(args.folder, args.repo_id, token=args.token, private=args.private,
                                   base_model=args.base_model)

@@ -1,5 +1,6 @@
 """The Hub path: what an upload would send, and loading a pipeline back by repo id from the local cache, offline."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ def pipeline_folder(tmp_path):
 
 def test_upload_sends_the_loadable_folder_without_training_state(pipeline_folder, monkeypatch):
     assert hub.check_checkpoint_folder(str(pipeline_folder)) == "pipeline"
-    assert hub.files_to_upload(str(pipeline_folder)) == [
+    assert hub.files_to_upload(str(pipeline_folder)) == [  # as save_pretrained wrote it: no shims yet
         "README.md", "model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
         "unet/diffusion_pytorch_model.safetensors",
     ]
@@ -43,12 +44,51 @@ def test_upload_sends_the_loadable_folder_without_training_state(pipeline_folder
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kw: calls.setdefault("create", (repo_id, kw)) and Repo())
-    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kw: calls.setdefault("upload", kw))
+    monkeypatch.setattr(huggingface_hub, "create_commit", lambda **kw: calls.setdefault("commit", kw))
+    before = {name: (pipeline_folder / name).read_bytes() for name in hub.files_to_upload(str(pipeline_folder))}
     assert hub.push_checkpoint(str(pipeline_folder), "someone/f2d2-tiny", private=True) == "someone/f2d2-tiny"
     assert calls["create"][1]["private"] is True
-    upload = calls["upload"]
-    assert upload["repo_id"] == "someone/f2d2-tiny" and upload["folder_path"] == str(pipeline_folder)
-    assert "checkpoint-*" in upload["ignore_patterns"] and "logs/*" in upload["ignore_patterns"]
+    commit = calls["commit"]
+    assert commit["repo_id"] == "someone/f2d2-tiny"
+    sent = {op.path_in_repo: op for op in commit["operations"]}
+    # One commit: the folder without training state, plus the diffusers-loading layout the folder predates.
+    assert sorted(sent) == [
+        "README.md", "model_index.json", "pipeline.py", "scheduler/scheduler_config.json", "scheduler/scheduling_f2d2.py",
+        "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "unet/mlp_f2d2.py",
+    ]
+    assert not any(name.startswith(("checkpoint-", "logs/")) for name in sent)
+    assert json.loads(sent["model_index.json"].path_or_fileobj)["_class_name"] == ["pipeline", "F2D2Pipeline"]
+    # The local folder is not changed by an upload.
+    assert {name: (pipeline_folder / name).read_bytes() for name in hub.files_to_upload(str(pipeline_folder))} == before
+    assert not (pipeline_folder / "pipeline.py").exists()
+
+
+def test_upload_rewrites_the_card_for_the_repository(pipeline_folder, monkeypatch, capsys):
+    from huggingface_hub import ModelCard
+
+    card = (
+        "---\nlibrary_name: diffusers\ntags:\n- f2d2\nmodel-index:\n- name: f2d2-tiny\n  results:\n  - task:\n"
+        "      type: other\n    dataset:\n      name: toy\n      type: toy\n    metrics:\n    - type: nll\n"
+        "      value: 3.5\n---\n<!-- f2d2-diffusers repo_id: f2d2-tiny -->\n<!-- base_model: not set, the teacher was "
+        "a local folder. -->\n\n```python\npipe = DiffusionPipeline.from_pretrained(\"f2d2-tiny\", "
+        "trust_remote_code=True)\n```\n\n```bash\naccelerate launch training/train_f2d2.py --output_dir f2d2-tiny\n```\n"
+    )
+    (pipeline_folder / "README.md").write_text(card)
+    contents = hub.upload_contents(str(pipeline_folder), "someone/f2d2-tiny", base_model="someone/fm-tiny")
+    sent = contents["README.md"].decode()
+    assert 'from_pretrained("someone/f2d2-tiny", trust_remote_code=True)' in sent
+    assert "--output_dir f2d2-tiny" in sent  # the training command is what was run, not rewritten
+    assert "<!-- f2d2-diffusers repo_id: someone/f2d2-tiny -->" in sent and "base_model: not set" not in sent
+    parsed = ModelCard(sent)
+    assert parsed.data.base_model == "someone/fm-tiny" and parsed.data.eval_results[0].metric_value == 3.5
+    assert parsed.data.model_name == "someone/f2d2-tiny"
+    assert (pipeline_folder / "README.md").read_text() == card  # the local card is unchanged
+    # The dry run shows what the repository gets.
+    assert hub.main([str(pipeline_folder), "someone/f2d2-tiny", "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "pipeline.py  (written for the repository)" in out and "checkpoint-10" not in out
+    assert hub.main([str(pipeline_folder), "someone/f2d2-tiny", "--dry_run", "--base_model", "not a repo id"]) == 2
+    assert "--base_model must be a Hub id" in capsys.readouterr().err
 
 
 def test_incomplete_folders_are_refused_with_the_reason(pipeline_folder, tmp_path, capsys):
@@ -76,6 +116,8 @@ def test_dry_run_lists_a_teacher_folder(tmp_path, capsys):
     assert hub.main([str(tmp_path / "teacher"), "someone/fm-tiny", "--dry_run"]) == 0
     out = capsys.readouterr().out
     assert "a complete F2D2 teacher" in out and "unet/diffusion_pytorch_model.safetensors" in out
+    # A teacher written before model_index.json gets one in the upload (vectors: the package's pipeline, with shims).
+    assert "model_index.json  (written for the repository)" in out and "unet/mlp_flow_matching.py" in out
 
 
 def test_from_pretrained_by_repo_id_from_the_local_cache_offline(pipeline_folder, tmp_path):

@@ -31,7 +31,7 @@ import re
 import shlex
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..hub import HUB_REPO_ID, is_hub_repo_id
 from .atomic import write_text_atomically
@@ -272,14 +272,14 @@ def _eval_dataset(datasets: Sequence[str], data_name: str):
 
 
 def _card_data(*, is_f2d2: bool, kind: str, repo_id: str, datasets: Sequence[str], data_name: str, calibration: str,
-               base_model: Optional[str], tags: Sequence[str]):
+               base_model: Optional[str], tags: Sequence[str], eval_dataset=None):
     from huggingface_hub import ModelCardData
 
     is_image = kind == "image"
     task = "unconditional-image-generation" if is_image else "other"
     eval_results = []
     if is_f2d2:
-        dataset_type, dataset_name = _eval_dataset(datasets, data_name)
+        dataset_type, dataset_name = eval_dataset or _eval_dataset(datasets, data_name)
         eval_results = calibration_eval_results(calibration, task_type=task, dataset_type=dataset_type,
                                                 dataset_name=dataset_name)
     return ModelCardData(
@@ -342,7 +342,8 @@ def _render(output_dir, *, is_f2d2, title, summary, facts, command, usage, train
         tags.insert(2, "unconditional-image-generation")
     calibration = calibration.strip() or "Not measured."
     card_data = _card_data(is_f2d2=is_f2d2, kind=facts.kind, repo_id=repo_id, datasets=facts.datasets,
-                           data_name=facts.data_name, calibration=calibration, base_model=base_model, tags=tags)
+                           data_name=facts.data_name, calibration=calibration, base_model=base_model, tags=tags,
+                           eval_dataset=getattr(facts, "eval_dataset", None))
     if is_f2d2 and not base_model and base_model_note is None:
         base_model_note = "the teacher's Hub id is not known"
     return _write_card(
@@ -401,6 +402,8 @@ def refresh_model_card(folder: str, repo_id: Optional[str] = None) -> str:
         levels = re.search(r"with (\d+) grey levels", training)
         facts.num_levels = int(levels.group(1)) if levels else None
     facts.datasets = list(old.data.datasets or [])
+    old_results = old.data.eval_results or []
+    facts.eval_dataset = (old_results[0].dataset_type, old_results[0].dataset_name) if old_results else None
     facts.data_name = _data_name(description)
     repo_id = repo_id or card_repo_id_of(folder) or card_repo_id(folder)
     teacher = next((d[len("Teacher: "):].rstrip(".") for d in details if d.startswith("Teacher: ")), None)
@@ -463,6 +466,8 @@ def retarget_card(text: str, repo_id: str, base_model: Optional[str] = None) -> 
     if match and match.group(1) != repo_id:
         old = match.group(1)
         text = text.replace(f'"{old}"', f'"{repo_id}"').replace(match.group(0), f"<!-- f2d2-diffusers repo_id: {repo_id} -->")
+    if not base_model and "\nmodel-index:" not in text:
+        return text  # nothing in the front matter names the repository
     card = ModelCard(text)
     if card.data.eval_results:
         card.data.model_name = repo_id

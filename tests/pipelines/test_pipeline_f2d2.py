@@ -110,7 +110,7 @@ def test_vector_pipeline_saves_without_grey_levels(tiny_f2d2_mlp, tmp_path):
         (dict(batch_size=2, generator=[torch.Generator()]), "generators"),
         (dict(num_inference_steps=0), "num_inference_steps"),
         (dict(num_inference_steps="2"), "num_inference_steps"),
-        (dict(output_type="latent"), "output_type"),
+        (dict(output_type="jpeg"), "output_type"),
         (dict(latents=torch.full((1, 1, 8, 8), float("nan"))), "NaN"),
         (dict(latents=torch.zeros(2, 1, 8, 8), batch_size=3), "does not match"),
         (dict(latents=torch.zeros(1, 1, 8, 8, dtype=torch.long)), "floating-point"),
@@ -126,3 +126,12 @@ def test_bad_arguments_are_rejected(tiny_f2d2_unet, kwargs, match):
 def test_returns_documented_output_class(tiny_f2d2_mlp):
     out = make_pipe(tiny_f2d2_mlp, num_levels=None)(output_type="pt")
     assert isinstance(out, F2D2PipelineOutput) and out.images.shape == (1, 3)
+
+
+def test_latent_output_is_the_unclipped_model_space_sample_log_prob_refers_to(tiny_f2d2_unet):
+    pipe = make_pipe(tiny_f2d2_unet)
+    latent = pipe(output_type="latent", batch_size=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    pt = pipe(output_type="pt", batch_size=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert latent.images.shape == (2, 1, 8, 8)
+    torch.testing.assert_close(pt.images, (latent.images / 2 + 0.5).clamp(0, 1))
+    torch.testing.assert_close(latent.log_prob, pt.log_prob)

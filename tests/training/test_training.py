@@ -123,6 +123,7 @@ def test_teacher_on_checkerboard(checkerboard_teacher):
     assert logged_steps(out) == [1, 2, 3, 4]
     card = (out / "README.md").read_text()
     assert "sigma = 0" in card and "1000 * sigma" in card and "train_teacher.py" in card and "checkerboard" in card
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == ["pipeline", "FlowMatchingEulerPipeline"]
 
     model = FlowMatchingMLPModel.from_pretrained(out, subfolder="unet")
     assert model.config.sample_size == 2 and model.config.hidden_dim == 32
@@ -149,6 +150,11 @@ def test_teacher_on_image_folder_samples_with_diffusers_alone(image_teacher):
             x = scheduler.step(unet(x, t).sample, t, x).prev_sample
     assert torch.isfinite(x).all()
     assert "image folder" in (image_teacher / "README.md").read_text()
+    # The folder is a stock diffusers pipeline too.
+    from diffusers import DDPMPipeline, DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(image_teacher)
+    assert type(pipe) is DDPMPipeline and type(pipe.scheduler) is FlowMatchEulerDiscreteScheduler
 
 
 def test_f2d2_from_teacher_checkpoints_resume_and_pipeline(workdir, checkerboard_teacher):
@@ -176,7 +182,9 @@ def test_f2d2_from_teacher_checkpoints_resume_and_pipeline(workdir, checkerboard
     assert ema_config["optimization_step"] == 8  # the EMA state came back with the checkpoint
 
     model_index = json.loads((out / "model_index.json").read_text())
-    assert model_index["_class_name"] == "F2D2Pipeline" and model_index["num_levels"] is None
+    # Loadable by diffusers' DiffusionPipeline (trust_remote_code) through the pipeline.py shim: tests/pipelines/test_diffusers_loading.py
+    assert model_index["_class_name"] == ["pipeline", "F2D2Pipeline"] and model_index["num_levels"] is None
+    assert (out / "pipeline.py").is_file() and model_index["unet"] == ["mlp_f2d2", "F2D2MLPModel"]
     pipe = F2D2Pipeline.from_pretrained(out)
     assert isinstance(pipe.unet, F2D2MLPModel)
     result = pipe(batch_size=5, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt")
