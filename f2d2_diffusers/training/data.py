@@ -91,7 +91,14 @@ class PILImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index):
         from PIL import Image
 
-        image = self.get_image(index).convert(self.mode)
+        image = self.get_image(index)
+        if image.mode.startswith("I") or image.mode == "F":
+            # 16-bit, 32-bit and float pixels would be clipped to 8 bits by convert(): refuse instead of training on that.
+            raise TrainingError(
+                f"training image {index} has PIL mode {image.mode!r} (16-bit, 32-bit or float pixels); the training "
+                "loader reads 8-bit images: convert the data set to 8-bit PNG/JPEG first"
+            )
+        image = image.convert(self.mode)
         res = self.resolution
         width, height = image.size
         if min(width, height) != res:

@@ -46,6 +46,17 @@ def test_image_folder_keeps_8_bit_pixels_with_256_levels(tmp_path):
     assert torch.equal(data.dataset[0], torch.from_numpy(pixels)[None])
 
 
+def test_image_folder_refuses_16_bit_images_instead_of_clipping_them(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")
+    args = parse_args(build_parser("test", str(tmp_path / "out")), ["--train_data_dir", str(tmp_path), "--center_crop",
+                                                                     "--resolution", "8", "--num_levels", "256"])
+    data = load_training_data(args, channels=1)
+    with pytest.raises(TrainingError, match="16-bit, 32-bit or float"):
+        data.dataset[0]
+
+
 def _args(tmp_path, *argv):
     return parse_args(build_parser("test", str(tmp_path / "out")), list(argv))
 
