@@ -134,7 +134,7 @@ def evaluate(student, reference, test) -> dict:
 
 
 def main(args):
-    from f2d2_diffusers import F2D2Pipeline, F2D2UNet2DModel, load_teacher, shortcut_f2d2_loss
+    from f2d2_diffusers import F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, load_teacher, shortcut_f2d2_loss
     from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels
     from f2d2_diffusers.dequantization import dequantize
     from f2d2_diffusers.objectives import trajectory_f2d2_loss
@@ -190,8 +190,7 @@ def main(args):
                **metrics)
     write_row(args.results, row)
     if args.save_to:
-        F2D2Pipeline(unet=final, scheduler=__import__("f2d2_diffusers").F2D2Scheduler(),
-                     num_levels=DIGITS_NUM_LEVELS).save_pretrained(args.save_to)
+        F2D2Pipeline(unet=final, scheduler=F2D2Scheduler(), num_levels=DIGITS_NUM_LEVELS).save_pretrained(args.save_to)
     print(json.dumps(row, indent=1))
 
 
