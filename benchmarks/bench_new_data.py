@@ -141,7 +141,7 @@ def plot(results: list, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for color, res in zip(("C0", "C1", "C2", "C3"), results):
         rs = [r for r in res["rows"] if r["steps"]]
         ax.plot([r["steps"] for r in rs], [abs(r["error"]) for r in rs], "o-", color=color,
@@ -153,7 +153,9 @@ def plot(results: list, path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("steps (network calls)")
     ax.set_ylabel("NLL error vs teacher dopri5 (nats)")
-    ax.set_title("train_f2d2.py defaults on data generated for this check", fontsize=9)
+    flags = results[0].get("student_flags") if results else ""
+    ax.set_title(f"train_f2d2.py {'with ' + flags if flags else 'defaults'}\non data generated for this check",
+                 fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
