@@ -18,7 +18,6 @@ Caches (``outputs/cache``, keyed by teacher weights and seed, computed once):
 
 import argparse
 import copy
-import hashlib
 import json
 import os
 import time
@@ -63,42 +62,26 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def weights_digest(folder: str) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*.safetensors")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def cached_trajectories(path, teacher, data, divergence, num_probes, metadata, seed):
-    from f2d2_diffusers.trajectories import TeacherTrajectories, compute_teacher_trajectories
-
-    if os.path.isfile(path):
-        return TeacherTrajectories.load(path, expected_metadata=metadata)
-    print(f"computing {path} ({data.shape[0]} paths, {divergence} divergence) ...", flush=True)
-    out = compute_teacher_trajectories(teacher, data, GRID, divergence=divergence, num_probes=num_probes,
-                                       generator=torch.Generator().manual_seed(seed), metadata=metadata)
-    out.save(path)
-    return out
-
-
 def build_caches(args, teacher):
     from f2d2_diffusers import dequantize
     from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels, load_test_split
+    from f2d2_diffusers.trajectories import load_or_compute_teacher_trajectories, teacher_digest
 
-    key = weights_digest(os.path.join(args.teacher, "unet"))
+    key = teacher_digest(teacher)
     test, _ = load_test_split("digits", NUM_TEST, seed=0)
-    reference = cached_trajectories(
-        os.path.join(args.cache_dir, f"digits_reference_{key}_seed0_n{NUM_TEST}.safetensors"), teacher, test, "exact",
-        1, dict(teacher=key, data=f"digits test[:{NUM_TEST}] seed 0"), seed=0)
+    reference = load_or_compute_teacher_trajectories(
+        os.path.join(args.cache_dir, f"digits_reference_{key}_seed0_n{NUM_TEST}.safetensors"), teacher, test, GRID,
+        dict(teacher=key, data=f"digits test[:{NUM_TEST}] seed 0"), divergence="exact",
+        generator=torch.Generator().manual_seed(0))
     train = None
     if args.trajectory_fraction > 0 or args.trajectory_only:
         levels = load_digits_levels("train")
-        data = torch.cat([dequantize(levels, DIGITS_NUM_LEVELS, torch.Generator().manual_seed(100 + k))
-                          for k in range(args.trajectory_draws)])
-        train = cached_trajectories(
-            os.path.join(args.cache_dir, f"digits_train_{key}_draws{args.trajectory_draws}.safetensors"), teacher, data,
-            "hutchinson", 1, dict(teacher=key, data=f"digits train x {args.trajectory_draws} draws (seeds 100+)"), seed=1)
+        train = load_or_compute_teacher_trajectories(
+            os.path.join(args.cache_dir, f"digits_train_{key}_draws{args.trajectory_draws}.safetensors"), teacher,
+            lambda: torch.cat([dequantize(levels, DIGITS_NUM_LEVELS, torch.Generator().manual_seed(100 + k))
+                               for k in range(args.trajectory_draws)]), GRID,
+            dict(teacher=key, data=f"digits train x {args.trajectory_draws} draws (seeds 100+)"),
+            divergence="hutchinson", generator=torch.Generator().manual_seed(1))
     return test, reference, train
 
 

@@ -7,10 +7,11 @@ direct supervision of the joint map on the segments inference uses (:func:`~f2d2
 Saved as safetensors, with what they were computed from in the metadata, so a cache is reused only when it matches.
 """
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -93,3 +94,33 @@ def compute_teacher_trajectories(
     info.update(metadata or {})
     return TeacherTrajectories(torch.as_tensor(list(sigmas), dtype=torch.float32), torch.cat(states),
                                torch.cat(integrals), info)
+
+
+def teacher_digest(model) -> str:
+    """A short hash of ``model``'s weights: the key that ties a trajectory cache to the teacher that made it."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_or_compute_teacher_trajectories(
+    path: str,
+    teacher,
+    data: Union[torch.Tensor, Callable[[], torch.Tensor]],
+    sigmas: Sequence[float],
+    metadata: Dict[str, str],
+    **solver_kwargs,
+) -> TeacherTrajectories:
+    """The cache at ``path`` when its ``metadata`` matches; otherwise solve (see :func:`compute_teacher_trajectories`,
+    ``solver_kwargs``) and save. ``data`` may be a callable, so a cache hit does not build the data at all."""
+    if os.path.isfile(path):
+        try:
+            return TeacherTrajectories.load(path, expected_metadata=metadata)
+        except (ValueError, OSError):
+            pass  # made by another teacher or with other settings (or unreadable): recompute it
+    data = data() if callable(data) else data
+    paths = compute_teacher_trajectories(teacher, data, sigmas, metadata=metadata, **solver_kwargs)
+    paths.save(path)
+    return paths

@@ -66,3 +66,24 @@ def test_trajectories_round_trip_and_refuse_a_mismatched_cache(tmp_path):
     assert torch.equal(loaded.states, traj.states) and loaded.metadata["teacher"] == "abc"
     with pytest.raises(ValueError, match="other settings"):
         TeacherTrajectories.load(path, expected_metadata={"teacher": "xyz"})
+
+
+def test_a_cache_hit_builds_no_data_and_a_stale_cache_is_recomputed(tmp_path):
+    from analytic import GaussianVelocity
+
+    from f2d2_diffusers.trajectories import load_or_compute_teacher_trajectories, teacher_digest
+
+    teacher = GaussianVelocity(**gaussian_params((2,)))
+    path = str(tmp_path / "paths.safetensors")
+    data = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    first = load_or_compute_teacher_trajectories(path, teacher, data, [0.0, 0.5, 1.0], {"teacher": teacher_digest(teacher)},
+                                                 divergence="exact", show_progress=False)
+
+    def never():
+        raise AssertionError("the data were built although the cache matched")
+
+    again = load_or_compute_teacher_trajectories(path, teacher, never, [0.0, 0.5, 1.0], {"teacher": teacher_digest(teacher)})
+    assert torch.equal(again.states, first.states)
+    other = load_or_compute_teacher_trajectories(path, teacher, lambda: data * 2, [0.0, 0.5, 1.0], {"teacher": "other"},
+                                                 divergence="exact", show_progress=False)
+    assert other.metadata["teacher"] == "other" and torch.allclose(other.states[:, 0], (data * 2).float())
