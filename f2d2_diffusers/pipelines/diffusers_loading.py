@@ -29,6 +29,8 @@ import json
 import os
 from typing import Dict, List, Optional, Tuple
 
+from ..atomic import write_text_atomically
+
 #: diffusers' file name for a repository's custom pipeline (``CUSTOM_PIPELINE_FILE_NAME``); ``model_index.json`` names
 #: it as ``"_class_name": ["pipeline", "<class>"]``.
 PIPELINE_MODULE = "pipeline"
@@ -191,16 +193,6 @@ def _read_json(path: str) -> dict:
         return json.load(f)
 
 
-def _write_text(path: str, text: str) -> None:
-    """Write ``path`` whole or not at all (a staging file renamed into place)."""
-    staging = os.path.join(os.path.dirname(path) or ".", f".incomplete-{os.path.basename(path)}")
-    with open(staging, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(staging, path)
-
-
 def loadable_layout(folder: str) -> Tuple[dict, Dict[str, str]]:
     """``(model_index, shim files)`` that make ``folder`` load with ``DiffusionPipeline.from_pretrained``.
 
@@ -232,9 +224,9 @@ def write_loadable_layout(folder: str) -> List[str]:
         path = os.path.join(folder, *rel.split("/"))
         if not os.path.isdir(os.path.dirname(path)):
             raise FileNotFoundError(f"{folder}/{os.path.dirname(rel)}/ is missing")
-        _write_text(path, text)
+        write_text_atomically(path, text)
         written.append(rel)
-    _write_text(os.path.join(folder, MODEL_INDEX), model_index_text(index))
+    write_text_atomically(os.path.join(folder, MODEL_INDEX), model_index_text(index))
     return written + [MODEL_INDEX]
 
 

@@ -6,7 +6,7 @@ split by concern:
 - :mod:`.data`: the training set (embedded, image folder, Hub dataset or vector file) and calibration points;
 - :mod:`.loop`: Accelerate, seeding, EMA and the training loop;
 - :mod:`.checkpointing`: ``checkpoint-N`` folders (save hooks, completeness, pruning, resuming);
-- :mod:`.atomic`: crash-safe writes (staging folders renamed into place), for checkpoints and the final model;
+- :mod:`f2d2_diffusers.atomic` (shared with the pipelines' loading layout): crash-safe writes, for checkpoints and the final model;
 - :mod:`.model_card`: the repository's ``model_card.md`` template filled in, and its calibration section;
 - :mod:`.hub`: ``--push_to_hub``.
 
@@ -14,7 +14,7 @@ Time convention everywhere (``docs/method.md`` section 1): ``sigma = 0`` is data
 receive ``timestep = 1000 * sigma``.
 """
 
-from .atomic import remove_unfinished, staged_output
+from ..atomic import remove_unfinished, staged_output
 from .checkpointing import (
     CHECKPOINT_PREFIX, MANIFEST_NAME, checkpoint_problem, checkpoint_step, list_checkpoints, load_ema,
     register_checkpoint_hooks, resolve_resume_path, save_checkpoint,

@@ -17,7 +17,7 @@ import re
 import signal
 from typing import List, Optional
 
-from .atomic import STAGING_PREFIX, discard, fsync_tree, replace_folder
+from ..atomic import STAGING_PREFIX, discard, fsync_tree, replace_folder
 from .cli import TrainingError
 
 CHECKPOINT_PREFIX = "checkpoint-"

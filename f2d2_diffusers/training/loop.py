@@ -16,7 +16,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from .atomic import remove_unfinished, write_text_atomically
+from ..atomic import remove_unfinished, write_text_atomically
 from .checkpointing import checkpoint_step, resolve_resume_path, save_checkpoint
 from .cli import DEFAULT_MAX_TRAIN_STEPS, TrainingError
 from .data import TrainingData

@@ -34,7 +34,7 @@ from types import SimpleNamespace
 from typing import Optional, Sequence
 
 from ..hub import HUB_REPO_ID, is_hub_repo_id
-from .atomic import write_text_atomically
+from ..atomic import write_text_atomically
 
 #: The template at the root of the checkout (``f2d2_diffusers/training/`` is two levels below it).
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_card.md"
