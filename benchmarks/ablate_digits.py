@@ -52,6 +52,11 @@ def parse_args(argv=None):
     p.add_argument("--trajectory_draws", type=int, default=2)
     p.add_argument("--trajectory_grids", default="1,2,4,8", help="grids whose segments the trajectory loss uses")
     p.add_argument("--divergence_weight", type=float, default=1.0)
+    p.add_argument("--objective", choices=["shortcut", "meanflow"], default="shortcut",
+                   help="meanflow: meanflow_f2d2_loss (JVP targets from the online student, docs/method.md 5.4)")
+    p.add_argument("--step_distribution", choices=["dyadic", "logit_normal", "uniform"], default="dyadic",
+                   help="MeanFlow-F2D2's (sigma, h) draws")
+    p.add_argument("--adaptive_weight_power", type=float, default=1.0, help="MeanFlow-F2D2's adaptive weight power")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache_dir", default=str(REPO_ROOT / "outputs" / "cache"))
@@ -117,7 +122,9 @@ def evaluate(student, reference, test) -> dict:
 
 
 def main(args):
-    from f2d2_diffusers import F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, load_teacher, shortcut_f2d2_loss
+    from f2d2_diffusers import (
+        F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, load_teacher, meanflow_f2d2_loss, shortcut_f2d2_loss,
+    )
     from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels
     from f2d2_diffusers.dequantization import dequantize
     from f2d2_diffusers.objectives import trajectory_f2d2_loss
@@ -144,11 +151,18 @@ def main(args):
         if not args.trajectory_only:
             idx = torch.randint(0, levels.shape[0], (args.batch_size,), generator=generator)
             batch = dequantize(levels[idx], DIGITS_NUM_LEVELS, generator)
-            out = shortcut_f2d2_loss(
-                student, batch, generator=generator, teacher=teacher, target_model=ema if ema is not None else student,
-                divergence="hutchinson", num_probes=args.hutchinson_probes, bootstrap_fraction=args.bootstrap_fraction,
-                max_level=args.max_level, divergence_weight=args.divergence_weight,
-                anchor_starts_to_grid=not args.no_anchor, teacher_finest_level=not args.no_teacher_finest_level)
+            common = dict(generator=generator, teacher=teacher, divergence="hutchinson", num_probes=args.hutchinson_probes,
+                          max_level=args.max_level, divergence_weight=args.divergence_weight,
+                          anchor_starts_to_grid=not args.no_anchor)
+            if args.objective == "meanflow":
+                out = meanflow_f2d2_loss(student, batch, step_fraction=args.bootstrap_fraction,
+                                         step_distribution=args.step_distribution,
+                                         adaptive_weight_power=args.adaptive_weight_power, **common)
+            else:
+                out = shortcut_f2d2_loss(
+                    student, batch, target_model=ema if ema is not None else student,
+                    bootstrap_fraction=args.bootstrap_fraction, teacher_finest_level=not args.no_teacher_finest_level,
+                    **common)
             loss = loss + out.loss
         if train is not None:
             idx = torch.randint(0, train.states.shape[0], (args.batch_size,), generator=generator)

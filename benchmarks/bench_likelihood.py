@@ -20,6 +20,7 @@ default ``<output_dir>`` is ``benchmarks/results`` (the committed numbers), ``ou
 
     python benchmarks/bench_likelihood.py --quick          # a few test points, loose tolerances (CI)
     python benchmarks/bench_likelihood.py                  # whole test splits (the README numbers)
+    python benchmarks/bench_likelihood.py --replot benchmarks/results/likelihood_*.json   # redraw the PNGs only
 """
 
 import argparse
@@ -99,6 +100,8 @@ def parse_args(argv=None):
                    help="take the teacher-side rows (reference, flow_matching, fixed-step) from <output_dir>/cache/ when "
                         "they were computed for the same teacher weights, data and settings, and recompute only the "
                         "F2D2 rows (seconds after retraining a student; their wall times then come from that earlier run)")
+    p.add_argument("--replot", nargs="+", metavar="JSON", default=None,
+                   help="only redraw the PNG next to each given likelihood_<dataset>.json (nothing is measured)")
     args = p.parse_args(argv)
     args.output_dir = args.output_dir or PATHS.output_dir(args.quick)
     return args
@@ -425,44 +428,84 @@ def compute_targets(rows, diffs):
 
 
 # ---------------------------------------------------------------------------------------------------------- plot
+#: Colour and marker of each kind of row in the figure.
+PLOT_STYLES = {
+    ("f2d2", "bidirectional"): ("C3", "o", "F2D2 bidirectional"),
+    ("f2d2", "paper"): ("C1", "s", "F2D2 paper evaluation"),
+    ("euler", "exact"): ("C0", "^", "Euler (torchdiffeq), exact div."),
+    ("euler", "hutchinson"): ("C9", "^", "Euler (torchdiffeq), Hutchinson"),
+    ("midpoint", "exact"): ("C2", "v", "midpoint (torchdiffeq), exact div."),
+    ("midpoint", "hutchinson"): ("C8", "v", "midpoint (torchdiffeq), Hutchinson"),
+    ("flow_matching", "exact"): ("C4", "D", "flow_matching dopri5, exact div."),
+    ("flow_matching", "hutchinson"): ("C5", "P", "flow_matching dopri5, Hutchinson"),
+}
+
+
+def plot_groups(report):
+    """The figure's lines: ``[(label, rows)]``, one per kind of row *and* set of test points.
+
+    Rows measured on different subsets (e.g. fixed-step rows with exact divergence on the first 64 test images and
+    with Hutchinson on all of them) are never joined into one line; the label says which points each line is on.
+    """
+    n = report["num_points"]
+    groups = {}
+    for r in report["rows"]:
+        if r["skipped"] or r["method"] == "reference":
+            continue
+        kind = r["evaluation"] if r["method"] == "f2d2" else r["divergence"]
+        groups.setdefault((r["method"], kind, r["num_points"]), []).append(r)
+    order = list(PLOT_STYLES)
+    result = []
+    for (method, kind, points), rs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][:2]), -kv[0][2])):
+        label = PLOT_STYLES[(method, kind)][2]
+        label += f", all {n} points" if points == n else f", first {points} of {n} points"
+        result.append(((method, kind, points), label, sorted(rs, key=lambda r: (r["nfe"], r["seconds_full"]))))
+    return result
+
+
 def plot(report, path):
+    """Error against wall time, one line per kind of row and set of test points (see :func:`plot_groups`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in report["rows"] if not r["skipped"]]
-    fig, ax = plt.subplots(figsize=(7.2, 4.6))
-    groups = [("F2D2 bidirectional", lambda r: r["method"] == "f2d2" and r["evaluation"] == "bidirectional", "o-", "C3"),
-              ("F2D2 paper evaluation", lambda r: r["method"] == "f2d2" and r["evaluation"] == "paper", "s--", "C1"),
-              ("Euler (torchdiffeq)", lambda r: r["method"] == "euler", "^-", "C0"),
-              ("midpoint (torchdiffeq)", lambda r: r["method"] == "midpoint", "v-", "C2"),
-              ("flow_matching dopri5 exact", lambda r: r["method"] == "flow_matching" and r["divergence"] == "exact", "D", "C4"),
-              ("flow_matching dopri5 Hutchinson", lambda r: r["method"] == "flow_matching" and r["divergence"] == "hutchinson", "P", "C5")]
+    n = report["num_points"]
+    fig, ax = plt.subplots(figsize=(9.5, 5.6))
     floor = 1e-6
-    for label, pick, style, color in groups:
-        rs = sorted([r for r in rows if pick(r)], key=lambda r: r["seconds_full"])
-        if not rs:
-            continue
-        ax.plot([r["seconds_full"] for r in rs], [max(abs(r["error"]), floor) for r in rs], style, color=color,
-                label=label + " |mean error|", ms=5)
-        ax.plot([r["seconds_full"] for r in rs], [max(r["abs_error"], floor) for r in rs], style[0], color=color,
-                mfc="none", ms=6, alpha=0.6)
+    for (method, kind, points), label, rs in plot_groups(report):
+        color, marker, _ = PLOT_STYLES[(method, kind)]
+        ls = "-" if points == n else "--"  # dashed: a subset of the test points
+        xs = [r["seconds_full"] for r in rs]
+        ax.plot(xs, [max(abs(r["error"]), floor) for r in rs], marker=marker, ls=ls if len(rs) > 1 else "none",
+                color=color, label=label, ms=5)
+        ax.plot(xs, [max(r["abs_error"], floor) for r in rs], marker=marker, ls="none", color=color, mfc="none",
+                ms=6, alpha=0.6)
         for r in rs:
             ax.annotate(str(r["nfe"]), (r["seconds_full"], max(abs(r["error"]), floor)), fontsize=6,
                         xytext=(3, 3), textcoords="offset points", color=color)
-    ref = next(r for r in rows if r["method"] == "reference")
-    ax.axvline(ref["seconds_full"], color="k", ls=":", lw=1, label=f"reference dopri5 exact ({ref['nfe']} calls)")
+    ref = next(r for r in report["rows"] if r["method"] == "reference")
+    ax.axvline(ref["seconds_full"], color="k", ls=":", lw=1,
+               label=f"reference: dopri5, exact div. ({ref['nfe']} calls, all {n} points)")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("wall seconds (whole test set, this machine)")
+    ax.set_xlabel("wall seconds (whole test set; subset rows scaled to it; this machine)")
     ax.set_ylabel(f"error vs reference ({report['unit']})")
-    ax.set_title(f"{report['dataset']}: {report['num_points']} test points ({report['mode']}); "
-                 "filled: |mean error|, hollow: per-sample MAE; labels: network calls", fontsize=8)
-    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"{report['dataset']}: likelihood error against wall time, {n} test points ({report['mode']} run)\n"
+                 "filled: |mean error|, hollow: per-sample MAE; labels: network calls; "
+                 "solid: all points, dashed: a subset (error on that subset)", fontsize=8)
+    ax.grid(alpha=0.3, which="major")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_from_json(json_path, png_path=None) -> str:
+    """Redraw ``likelihood_<dataset>.png`` from its JSON (default: the ``.png`` beside it); nothing is measured."""
+    json_path = Path(json_path)
+    plot(json.loads(json_path.read_text()), str(png_path or json_path.with_suffix(".png")))
+    return str(png_path or json_path.with_suffix(".png"))
 
 
 def print_summary(report):
@@ -482,6 +525,10 @@ def print_summary(report):
 
 
 def main(args):
+    if getattr(args, "replot", None):
+        for path in args.replot:
+            print(f"wrote {plot_from_json(path)}")
+        return
     if args.dataset not in DATASETS + ("both",):
         raise SystemExit(f"error: unknown dataset {args.dataset!r}; choose digits, checkerboard or both")
     datasets = DATASETS if args.dataset == "both" else (args.dataset,)

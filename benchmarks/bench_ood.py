@@ -34,9 +34,11 @@ Writes ``ood_<dataset>.json`` and ``ood_<dataset>.png`` (AUROC bars; score histo
 
     python benchmarks/bench_ood.py --early_student /tmp/f2d2-early     # full
     python benchmarks/bench_ood.py --quick          # CI: small subsets, few probes, rtol = atol = 1e-3
+    python benchmarks/bench_ood.py --replot benchmarks/results/ood_*.json    # redraw the PNGs from the JSON only
 """
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -53,6 +55,8 @@ PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
 #: Data sets with shipped checkpoints, in run order (digits, checkerboard).
 DATASETS = tuple(PATHS.shipped)
 F2D2_STEPS = (1, 2)
+#: The method whose per-point scores the figure's histograms show (stored in the JSON as ``histogram_scores``).
+HISTOGRAM_METHOD = "F2D2 1-step"
 TOY_OOD = ("eight_gaussians", "two_moons")
 EARLY_STUDENT_COMMAND = (
     "accelerate launch --num_processes 1 --mixed_precision no training/train_f2d2.py --teacher_model_name_or_path "
@@ -81,6 +85,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the dequantisation noise, the noise set and the probes")
     p.add_argument("--output_dir", default=None,
                    help="default: benchmarks/results; with --quick outputs/benchmarks-quick (never the committed results)")
+    p.add_argument("--replot", nargs="+", metavar="JSON", default=None,
+                   help="only redraw the PNG next to each given ood_<dataset>.json (no reference solve is run)")
     args = p.parse_args(argv)
     args.output_dir = args.output_dir or PATHS.output_dir(args.quick)
     if args.dataset == "all" and (args.student or args.teacher):
@@ -206,9 +212,11 @@ def run_dataset(dataset: str, args) -> dict:
         convention="higher score = more anomalous; AUROC = P(score_ood > score_in) + ties/2, OOD positive",
         in_distribution=in_name, sets=descriptions, dequantisation_seed=args.seed if num_levels else None,
         reference_settings=settings, methods=methods, ranking=ranking,
+        histogram_scores={HISTOGRAM_METHOD: {k: [round(x, 5) for x in v.tolist()]
+                                             for k, v in per_set_scores[HISTOGRAM_METHOD].items()}},
     )
     write_json(os.path.join(args.output_dir, f"ood_{dataset}.json"), report)
-    plot(dataset, methods, per_set_scores, unit, args.output_dir)
+    plot_report(report, os.path.join(args.output_dir, f"ood_{dataset}.png"))
 
     print(f"\n{dataset}: score = {unit}; AUROC per OOD set (higher score = more anomalous)")
     names = list(sets)[1:]
@@ -267,38 +275,117 @@ def rank_checkpoints(dataset, args, student_path, in_data, subset, settings, num
     return result
 
 
-def plot(dataset, methods, per_set_scores, unit, output_dir):
+def _method_label(m) -> str:
+    return (f"{m['method']} {m['steps']}-step" if m["steps"] else m["method"]) + f" ({m['nfe']} NFE)"
+
+
+def figure_title(report) -> str:
+    """What the figure compares: the F2D2 model and its teacher's reference, on which sets of data."""
+    student = Path(str(report["student"])).name
+    teacher = Path(str(report["teacher"])).name
+    sub = report.get("reference_settings", {}).get("points_per_set")
+    every = report["methods"][0]["points_per_set"][report["in_distribution"]]
+    ref = f"teacher {teacher}'s dopri5 reference" + (f" (first {sub} of {every} points per set)" if sub and sub < every else "")
+    return (f"{report['dataset']}: likelihood-based OOD detection, F2D2 model {student} (1 and 2 steps) vs {ref};\n"
+            f"in-distribution: {report['in_distribution']}, score: {report['score']} (higher = more anomalous)")
+
+
+def histogram_scores(report) -> dict:
+    """``{set name: scores}`` of the 1-step map, from the report, or recomputed from its student (a second at most).
+
+    Reports written before the scores were stored in the JSON have only their means; the 1-step map is cheap and
+    deterministic (the same sets, dequantisation seed and checkpoint), so it is run again; the reference is not.
+    ``None`` when that fails (no checkpoint, or one that does not load): the figure then shows the mean scores.
+    """
+    stored = report.get("histogram_scores", {}).get(HISTOGRAM_METHOD)
+    if stored:
+        return {name: np.asarray(v, dtype=np.float64) for name, v in stored.items()}
+    try:
+        return _recompute_histogram_scores(report)
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - the figure still shows everything the JSON holds
+        print(f"NOTE: the 1-step scores could not be recomputed ({type(err).__name__}: {err}); "
+              "the right panel shows the mean scores of the JSON instead")
+        return None
+
+
+def _recompute_histogram_scores(report) -> dict:
+    from f2d2_diffusers import F2D2LikelihoodPipeline
+
+    require_folders(report["student"])
+    first = report["methods"][0]
+    in_name = report["in_distribution"]
+    num_points = first["points_per_set"][in_name]
+    seed = report.get("dequantisation_seed") or 0
+    sets, _, num_levels = model_space_sets(report["dataset"], num_points, seed)
+    pipe = F2D2LikelihoodPipeline.from_pretrained(report["student"])
+    pipe.set_progress_bar_config(disable=True)
+    sizes = {name: len(v) for name, v in sets.items()}
+    scores, _ = f2d2_scores(pipe, torch.cat(list(sets.values())), 1, num_levels)
+    return {name: v.numpy().astype(np.float64) for name, v in split_by_set(scores, sizes).items()}
+
+
+def plot_report(report, path, scores=None) -> str:
+    """Draw ``ood_<dataset>.png`` from a report: AUROC bars per OOD set and method (legend under the axes, never
+    on the bars), and histograms of the 1-step map's scores per set."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    methods, unit = report["methods"], report["score"]
+    scores = histogram_scores(report) if scores is None else scores
     names = list(methods[0]["auroc"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     width = 0.8 / len(methods)
     for i, m in enumerate(methods):
-        label = (f"{m['method']} {m['steps']}-step" if m["steps"] else m["method"]) + f" ({m['nfe']} NFE)"
-        axes[0].bar(np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width, [m["auroc"][n] for n in names],
-                    width, label=label)
-    axes[0].axhline(0.5, color="gray", ls=":")
+        xs = np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width
+        values = [m["auroc"][n] for n in names]
+        axes[0].bar(xs, values, width, label=_method_label(m) + (
+            f", {m['points_per_set'][report['in_distribution']]} points per set"))
+        for x, v in zip(xs, values):
+            axes[0].annotate(f"{v:.2f}", (x, v), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=6)
+    axes[0].axhline(0.5, color="gray", ls=":", lw=1, label="chance (AUROC 0.5)")
     axes[0].set_xticks(np.arange(len(names)))
     axes[0].set_xticklabels(names, fontsize=8)
-    axes[0].set_ylim(0, 1.05)
-    axes[0].set_ylabel("AUROC (OOD vs in)")
-    axes[0].legend(fontsize=7, loc="lower right")
-    key = "F2D2 1-step"
-    for name, scores in per_set_scores[key].items():
-        axes[1].hist(scores.numpy(), bins=40, histtype="step", density=True, label=name)
-    axes[1].set_xlabel(f"{unit}, F2D2 1 step")
-    axes[1].set_ylabel("density")
-    axes[1].legend(fontsize=7)
-    fig.suptitle(f"{dataset}: likelihood-based OOD detection", fontsize=9)
+    axes[0].set_ylim(0, 1.08)
+    axes[0].set_ylabel("AUROC (OOD set vs in-distribution)")
+    axes[0].set_title("AUROC per OOD set", fontsize=9)
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1, frameon=False)
+    if scores:
+        for name, values in scores.items():
+            axes[1].hist(values, bins=40, histtype="step", density=True, label=name)
+        axes[1].set_xlabel(f"{unit}, F2D2 1 step")
+        axes[1].set_ylabel("density")
+        axes[1].set_title(f"Scores of the 1-step map ({len(next(iter(scores.values())))} points per set)", fontsize=9)
+        axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+    else:  # per-point scores unavailable: the mean score of every set and method
+        sets = list(methods[0]["mean_score"])
+        for i, m in enumerate(methods):
+            axes[1].plot([m["mean_score"][n] for n in sets], np.arange(len(sets)) + (i - 1) * 0.15, "o",
+                         label=_method_label(m))
+        axes[1].set_yticks(np.arange(len(sets)), sets, fontsize=8)
+        axes[1].set_xlabel(f"mean {unit}")
+        axes[1].set_title("Mean score per set", fontsize=9)
+        axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(figure_title(report), fontsize=9)
     fig.tight_layout()
-    fig.savefig(os.path.join(output_dir, f"ood_{dataset}.png"), dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+    return str(path)
+
+
+def plot_from_json(json_path, png_path=None) -> str:
+    """Redraw the figure of a written ``ood_<dataset>.json`` (default: the ``.png`` beside it)."""
+    json_path = Path(json_path)
+    report = json.loads(json_path.read_text())
+    return plot_report(report, png_path or json_path.with_suffix(".png"))
 
 
 def main(args):
+    if args.replot:
+        for path in args.replot:
+            print(f"wrote {plot_from_json(path)}")
+        return {}
     os.makedirs(args.output_dir, exist_ok=True)
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
     reports = {d: run_dataset(d, args) for d in datasets}

@@ -8,9 +8,11 @@ error of the map's divergence integral and end point when started from the teach
 Writes ``<output_dir>/calibration_<dataset>.json`` and ``calibration_<dataset>.png``.
 
     python benchmarks/calibration.py --student checkpoints/f2d2-digits --teacher checkpoints/fm-digits --dataset digits
+    python benchmarks/calibration.py --replot benchmarks/results/calibration_*.json   # redraw the PNGs only
 """
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -25,9 +27,11 @@ GRIDS = (1, 2, 4, 8)
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--student", required=True, help="F2D2 pipeline folder")
-    p.add_argument("--teacher", required=True, help="teacher folder (unet/ inside)")
-    p.add_argument("--dataset", required=True, choices=EMBEDDED_DATASETS)
+    p.add_argument("--student", help="F2D2 pipeline folder (required unless --replot)")
+    p.add_argument("--teacher", help="teacher folder (unet/ inside; required unless --replot)")
+    p.add_argument("--dataset", choices=EMBEDDED_DATASETS, help="required unless --replot")
+    p.add_argument("--replot", nargs="+", metavar="JSON", default=None,
+                   help="only redraw the PNG next to each given calibration_<dataset>.json (no model is run)")
     p.add_argument("--num_samples", type=int, default=0, help="test points to score (0: the whole test split)")
     p.add_argument("--divergence", default="exact", choices=["exact", "hutchinson"], help="reference divergence")
     p.add_argument("--hutchinson_probes", type=int, default=16)
@@ -40,10 +44,19 @@ def parse_args(argv=None):
                         "teacher's ODE at those samples, on this many samples (0: skip)")
     p.add_argument("--update_card", action="store_true",
                    help="also write the table into the student's model card (README.md, calibration section)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.replot:
+        missing = [f"--{k}" for k in ("student", "teacher", "dataset") if getattr(args, k) is None]
+        if missing:
+            p.error(f"the following arguments are required: {', '.join(missing)} (or --replot JSON)")
+    return args
 
 
 def main(args):
+    if args.replot:
+        for path in args.replot:
+            print(f"wrote {plot_from_json(path)}")
+        return
     from f2d2_diffusers import (
         F2D2LikelihoodPipeline,
         ReferenceLikelihoodOutput,
@@ -113,30 +126,7 @@ def main(args):
                dict(student=args.student, teacher=args.teacher, dataset=args.dataset, num_points=len(data), unit=unit,
                     reference_divergence=args.divergence, rows=rows, segments=segments, sampling_path=sampling_path))
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for evaluation, marker in (("bidirectional", "o"), ("paper", "s")):
-        rs = [r for r in rows if r["evaluation"] == evaluation]
-        axes[0].plot([r["steps"] for r in rs], [abs(r["error"]) for r in rs], marker=marker, label=f"|mean error| {evaluation}")
-        axes[0].plot([r["steps"] for r in rs], [r["abs_error"] for r in rs], marker=marker, ls=":", label=f"per-sample MAE {evaluation}")
-    axes[0].set_xscale("log", base=2)
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel("steps")
-    axes[0].set_ylabel(f"error vs teacher ({unit})")
-    axes[0].legend(fontsize=7)
-    s = segments["8-likelihood"]
-    centres = [(a + b) / 2 for a, b in zip(s["sigmas"][:-1], s["sigmas"][1:])]
-    axes[1].bar(centres, s["integral_error"], width=0.1, label="map minus teacher")
-    axes[1].plot(centres, s["teacher_integral"], "k.", label="teacher integral")
-    axes[1].set_xlabel("segment centre (sigma), 8-step likelihood grid")
-    axes[1].set_ylabel("divergence integral (nats)")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.output_dir, name + ".png"), dpi=110)
+    plot_from_json(os.path.join(args.output_dir, name + ".json"))  # the figure is drawn from the JSON it shows
     print(f"wrote {args.output_dir}/{name}.json and .png")
     if args.update_card:
         from f2d2_diffusers.training.model_card import calibration_markdown, update_calibration
@@ -151,6 +141,91 @@ def main(args):
         )
         card = update_calibration(args.student, calibration_markdown(rows, unit, description))
         print(f"updated the calibration section of {card}")
+
+
+def figure_title(report) -> str:
+    """What the figure compares: the F2D2 model, the data and the reference it is measured against."""
+    student = Path(str(report["student"])).name or str(report["student"])
+    teacher = Path(str(report["teacher"])).name or str(report["teacher"])
+    return (f"Calibration: F2D2 model {student} against the reference likelihood of its teacher {teacher} "
+            f"(dopri5 ODE, {report.get('reference_divergence', 'exact')} divergence)\n"
+            f"on {report['num_points']} {report['dataset']} test points; errors = F2D2 minus reference")
+
+
+def plot_report(report, path) -> str:
+    """Draw the calibration figure of one report (the dict written as ``calibration_<dataset>.json``) into ``path``.
+
+    Three panels: the total error against the number of steps; the teacher's divergence integral per segment of
+    the 8-step likelihood grid; and the map's per-segment error on its own scale (it is ~100x smaller than the
+    integrals), with each value written under its bar.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, unit, segments = report["rows"], report["unit"], report["segments"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), gridspec_kw=dict(width_ratios=[1.05, 1, 1.15]))
+    for evaluation, marker in (("bidirectional", "o"), ("paper", "s")):
+        rs = sorted((r for r in rows if r["evaluation"] == evaluation), key=lambda r: r["steps"])
+        if not rs:
+            continue
+        axes[0].plot([r["steps"] for r in rs], [max(abs(r["error"]), 1e-6) for r in rs], marker=marker,
+                     label=f"|mean error|, {evaluation}")
+        axes[0].plot([r["steps"] for r in rs], [max(r["abs_error"], 1e-6) for r in rs], marker=marker, ls=":",
+                     label=f"per-sample MAE, {evaluation}")
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_yscale("log")
+    axes[0].set_xticks(list(GRIDS), [str(k) for k in GRIDS])
+    axes[0].set_xlabel("steps (network calls)")
+    axes[0].set_ylabel(f"error vs reference ({unit})")
+    axes[0].set_title("Likelihood error vs steps", fontsize=10)
+    axes[0].grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below: no line hidden
+
+    s = segments["8-likelihood"]
+    sigmas = s["sigmas"]
+    centres = [(a + b) / 2 for a, b in zip(sigmas[:-1], sigmas[1:])]
+    width = 0.8 * min(b - a for a, b in zip(sigmas[:-1], sigmas[1:]))
+    labels = [str(k) for k in range(1, len(centres) + 1)]
+    segment_axis = f"segment k of the {len(centres)}-step likelihood grid (sigma from (k-1)/{len(centres)} to k/{len(centres)})"
+    axes[1].bar(centres, s["teacher_integral"], width=width, color="0.55")
+    axes[1].axhline(0, color="k", lw=0.6)
+    axes[1].set_xticks(centres, labels, fontsize=8)
+    axes[1].set_xlabel(segment_axis, fontsize=8)
+    axes[1].set_ylabel("divergence integral per sample (nats)")
+    axes[1].set_title("Teacher: divergence integral per segment", fontsize=10)
+    axes[1].grid(alpha=0.3, axis="y")
+
+    ax = axes[2]
+    ax.bar(centres, s["integral_error"], width=width, color="C3", label="mean error (map minus teacher)")
+    if "integral_abs_error" in s:
+        ax.plot(centres, s["integral_abs_error"], "D", color="k", mfc="none", ms=5, label="per-sample mean |error|")
+    ax.axhline(0, color="k", lw=0.6)
+    values = list(s["integral_error"]) + list(s.get("integral_abs_error", []))
+    low, high = min(0.0, *values), max(0.0, *values)
+    pad = 0.08 * max(high - low, 1e-12)
+    ax.set_ylim(low - pad, high + 3 * pad)  # headroom for the legend
+    # Each segment's mean error is written under its bar, in the tick label: always readable, never on a marker.
+    ax.set_xticks(centres, [f"{label}\n{value:+.2g}" for label, value in zip(labels, s["integral_error"])], fontsize=7)
+    ax.set_xlabel(segment_axis + ";\nunder each segment number: its mean error (nats)", fontsize=8)
+    ax.set_ylabel("divergence integral error (nats, own scale)")
+    ax.set_title("F2D2: per-segment error (map started on the teacher's path)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="upper right")
+
+    fig.suptitle(figure_title(report), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_from_json(json_path, png_path=None) -> str:
+    """Redraw the figure of a written ``calibration_<dataset>.json`` (default: the ``.png`` beside it); no model runs."""
+    json_path = Path(json_path)
+    report = json.loads(json_path.read_text())
+    return plot_report(report, png_path or json_path.with_suffix(".png"))
 
 
 if __name__ == "__main__":

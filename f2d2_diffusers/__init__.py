@@ -10,7 +10,16 @@ from .flow_map import evaluate_flow_map, evaluate_velocity, flow_map_step, integ
 from .models import (
     F2D2MLPModel, F2D2ModelOutput, F2D2UNet2DModel, FlowMatchingMLPModel, FlowMatchingModelOutput, load_teacher, sample_shape,
 )
-from .objectives import ShortcutF2D2LossOutput, flow_matching_loss, shortcut_f2d2_loss
+from .objectives import (
+    MeanFlowF2D2LossOutput,
+    ShortcutF2D2LossOutput,
+    flow_matching_loss,
+    meanflow_f2d2_loss,
+    shortcut_f2d2_loss,
+)
+from .models.mlp_sampler import EnergySamplerMLPModel, EnergySamplerModelOutput
+from .objectives.sampler import EnergySamplerLossOutput, energy_sampler_loss
+from .pipelines import EnergySamplerPipeline, EnergySamplerPipelineOutput
 from .pipelines import (
     F2D2LikelihoodPipeline, F2D2LikelihoodPipelineOutput, F2D2Pipeline, F2D2PipelineOutput, FlowMatchingEulerPipeline,
 )
@@ -21,12 +30,14 @@ from .schedulers import F2D2Scheduler, F2D2SchedulerOutput
 __version__ = "0.1.0"
 
 __all__ = [
+    "EnergySamplerLossOutput", "EnergySamplerMLPModel", "EnergySamplerModelOutput", "EnergySamplerPipeline",
+    "EnergySamplerPipelineOutput", "energy_sampler_loss",
     "F2D2LikelihoodPipeline", "F2D2LikelihoodPipelineOutput", "F2D2MLPModel", "F2D2ModelOutput", "F2D2Pipeline",
     "F2D2PipelineOutput", "F2D2Scheduler", "F2D2SchedulerOutput", "F2D2UNet2DModel", "FlowMatchingMLPModel",
     "FlowMatchingEulerPipeline", "FlowMatchingModelOutput", "LikelihoodCalibration", "ReferenceLikelihoodOutput", "SegmentCalibration",
     "ShortcutF2D2LossOutput", "bits_per_dim", "dequantize", "discrete_log_prob", "evaluate_flow_map", "evaluate_velocity",
     "exact_divergence", "flow_map_step", "flow_matching_loss", "hutchinson_divergence", "integrate_flow_map",
     "interpolant", "likelihood_calibration", "load_teacher", "pixels_to_levels", "reference_log_likelihood",
-    "resolve_divergence_method", "sample_shape", "segment_calibration", "shortcut_f2d2_loss", "standard_normal_log_prob",
+    "resolve_divergence_method", "sample_shape", "segment_calibration", "shortcut_f2d2_loss", "meanflow_f2d2_loss", "MeanFlowF2D2LossOutput", "standard_normal_log_prob",
     "teacher_euler_sample",
 ]

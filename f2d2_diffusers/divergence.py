@@ -99,6 +99,14 @@ def hutchinson_probes(sample: torch.Tensor, num_probes: int, probe: str = "radem
     raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
 
 
+def velocity_and_divergence(fn: Callable, sample: torch.Tensor, method: str, num_probes: int = 1, generator=None):
+    """``(fn(sample), divergence)`` by a resolved ``method``: exact, or Hutchinson with ``num_probes`` probes drawn
+    from ``generator`` (the training objectives' stop-gradient targets)."""
+    if method == "exact":
+        return exact_divergence(fn, sample)
+    return hutchinson_divergence(fn, sample, num_probes=num_probes, generator=generator)
+
+
 def divergence(fn: Callable, sample: torch.Tensor, method: str = "exact", **kwargs):
     """Dispatch to :func:`exact_divergence` (``method="exact"``) or :func:`hutchinson_divergence`."""
     if method == "exact":

@@ -14,7 +14,9 @@ import torch
 from f2d2_diffusers import dequantize, reference_log_likelihood, resolve_divergence_method, teacher_euler_sample
 from f2d2_diffusers.dequantization import NonFiniteError
 
-from content import LIKELIHOOD_STEPS, MAX_IMAGE_BATCH, MAX_SAMPLE_STEPS, MAX_SEED, MAX_TEACHER_STEPS, MAX_VECTOR_BATCH
+from content import (
+    LIKELIHOOD_STEPS, MAX_IMAGE_BATCH, MAX_SAMPLE_STEPS, MAX_SEED, MAX_TEACHER_STEPS, MAX_VECTOR_BATCH, REFERENCE_DEFAULT,
+)
 from errors import InputError, ModelUnavailable
 from inputs import load_points_file, parse_points, pick_image, prepare_image, uploaded_file_path, whole_number
 from registry import ModelRegistry, pipeline_sample_shape
@@ -167,10 +169,10 @@ class DemoActions:
         sketch=None,
         points: str = "",
         points_file=None,
-        reference: bool = True,
+        reference: bool = REFERENCE_DEFAULT,
         seed: int = 0,
     ):
-        """Bits/dim of an input at 1, 2, 4 and 8 steps, beside the teacher's dopri5 reference.
+        """Bits/dim of an input at 1, 2, 4 and 8 steps, and (``reference=True``, slow) the teacher's dopri5 reference.
 
         Image models score ``image``, else the drawing in ``sketch``; 2-D models ``points_file``, else ``points``.
 
@@ -251,6 +253,11 @@ class DemoActions:
         else:
             line += "."
         summary.append(line)
+        if not reference:
+            summary.append(
+                "The teacher's exact number is not computed by default (it is the slow part, minutes on a small CPU): "
+                "tick *Also run the teacher's reference ODE* to add it and the Δ column."
+            )
         if ref_note:
             summary.append(ref_note)
         details = {

@@ -6,7 +6,10 @@ gradio reads them). Two public API endpoints, usable from ``gradio_client``:
 - ``/sample``: ``model, num_steps, seed, batch_size, teacher_steps`` -> grid image, per-sample table, summary, details
   JSON, teacher grid image.
 - ``/likelihood``: ``model, image, sketch, points, points_file, reference, seed`` -> results table, summary, preview
-  image, details JSON.
+  image, details JSON. ``reference`` (the teacher's slow dopri5 solve) is off unless asked for.
+
+``model`` is a model's name as the UI lists it (``f2d2-digits (F2D2, 8x8 digits)``, ...), never a path: the registry
+maps names to checkpoints. Deploying: see ``prepare_space.py`` (``hf upload ... --repo-type=space``).
 
 The app lives in the modules next to this file: ``content`` (texts, limits, the Explain tab's plots), ``registry``
 (the models, loaded lazily on first use and cached), ``inputs`` (checking and converting user input), ``render``

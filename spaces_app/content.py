@@ -28,6 +28,33 @@ EXPLAIN_PLOTS = (
     ("benchmarks/results/calibration_digits.png", "Digits: error against network calls, and per segment (benchmarks/calibration.py)"),
     ("benchmarks/results/calibration_checkerboard.png", "Checkerboard: error against network calls, and per segment (benchmarks/calibration.py)"),
     ("benchmarks/results/likelihood_digits.png", "Digits: error against wall time, F2D2 and the ODE solvers people use (benchmarks/bench_likelihood.py)"),
+    ("benchmarks/results/ood_digits.png", "Digits: out-of-distribution detection by likelihood, F2D2 against the teacher's ODE (benchmarks/bench_ood.py)"),
+)
+
+#: The Likelihood tab's opt-in for the teacher's reference solve (off by default: it is the slow part).
+REFERENCE_LABEL = (
+    "Also run the teacher's reference ODE (slow: dopri5 with exact divergence, a hundred or more network calls; "
+    "minutes per digit on a small CPU, where F2D2 takes well under a second)"
+)
+REFERENCE_DEFAULT = False
+
+#: What the output panels say before the first run: what will appear, and which button fills them.
+SAMPLE_EMPTY_TEXT = (
+    "**No samples yet.** Press **Generate** (or pick an example below, then Generate): the samples appear here as "
+    "a grid (a scatter plot for 2-D models), each with its log-likelihood, and a table lists every sample's "
+    "log p and bits/dim."
+)
+LIKELIHOOD_EMPTY_TEXT = (
+    "**Nothing scored yet.** Upload an image, draw a digit or paste 2-D points (or pick an example below), then "
+    "press **Compute likelihood**: a table of bits/dim at 1, 2, 4 and 8 F2D2 steps appears here, with the input "
+    "as the model saw it and every conversion step."
+)
+
+#: How to put the folder ``prepare_space.py`` writes on the Hub, with the current Hugging Face CLI (``hf``).
+DEPLOY_COMMANDS = (
+    "python spaces_app/prepare_space.py /tmp/f2d2-space     # app, README, requirements, the package, weights, plots\n"
+    "hf auth login                                          # once; a token with write access\n"
+    "hf upload <user>/<space-name> /tmp/f2d2-space . --repo-type=space"
 )
 
 INTRO_TEXT = (

@@ -14,7 +14,7 @@ import PIL.ImageOps
 
 from f2d2_diffusers import pixels_to_levels
 from f2d2_diffusers.data.images import SIXTEEN_BIT_MODES, has_transparency, pil_to_pixels
-from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels, load_test_split
+from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels, load_test_split, load_toy
 
 from content import MAX_POINTS, MAX_UPLOAD_MB, MAX_UPLOAD_PIXELS
 from errors import InputError
@@ -277,14 +277,62 @@ def uploaded_file_path(value) -> str:
 # -- examples -------------------------------------------------------------------------------------------------
 
 
-def example_digit() -> PIL.Image.Image:
-    """A test-split digit from scikit-learn (never trained on), as a 256x256 light-on-dark ``L`` image."""
-    levels = load_digits_levels("test")[3, 0].numpy().astype(np.float64)
+# All examples come from data embedded in the installed packages (scikit-learn's digits, the 2-D toy generators):
+# nothing is downloaded.
+
+
+def _digit_image(index: int = 3, dark_on_light: bool = False, rotate: bool = False) -> PIL.Image.Image:
+    levels = load_digits_levels("test")[index, 0].numpy().astype(np.float64)
+    if rotate:
+        levels = np.rot90(levels)
+    if dark_on_light:
+        levels = (DIGITS_NUM_LEVELS - 1) - levels
     image = PIL.Image.fromarray((levels * 255 / (DIGITS_NUM_LEVELS - 1)).round().astype(np.uint8), mode="L")
     return image.resize((256, 256), PIL.Image.Resampling.NEAREST)
+
+
+def example_digit() -> PIL.Image.Image:
+    """A test-split digit from scikit-learn (never trained on), as a 256x256 light-on-dark ``L`` image."""
+    return _digit_image(3)
+
+
+#: The Likelihood tab's example images: ``(file name, label, how it is made)`` from the digits test split.
+EXAMPLE_IMAGES = (
+    ("digit-test-3.png", "a test digit (never trained on)", dict(index=3)),
+    ("digit-test-10-dark-on-light.png", "a test digit, dark on light (the app inverts it)", dict(index=10, dark_on_light=True)),
+    ("digit-test-3-rotated.png", "a rotated digit (out of distribution: higher bits/dim)", dict(index=3, rotate=True)),
+)
+
+
+def write_example_images(folder) -> List[Tuple[str, str]]:
+    """Write the example digits of :data:`EXAMPLE_IMAGES` as PNGs into ``folder``; returns ``[(path, label)]``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, label, how in EXAMPLE_IMAGES:
+        path = folder / name
+        if not path.is_file():
+            _digit_image(**how).save(path)
+        written.append((str(path), label))
+    return written
 
 
 def example_points(count: int = 12) -> str:
     """``count`` test-split checkerboard points (never trained on) as CSV text with a header."""
     points, _ = load_test_split("checkerboard", count)
     return "x1, x2\n" + "\n".join(f"{a:.3f}, {b:.3f}" for a, b in points.numpy())
+
+
+def example_ood_points(count: int = 12) -> str:
+    """``count`` points of another 2-D data set (eight Gaussians, test split): out of distribution for the
+    checkerboard, so they score lower log-likelihoods."""
+    points = load_toy("eight_gaussians", "test", count)
+    return "x1, x2\n" + "\n".join(f"{a:.3f}, {b:.3f}" for a, b in points.numpy())
+
+
+#: The Likelihood tab's 2-D examples: ``(label, CSV text)``.
+def example_point_sets() -> List[Tuple[str, str]]:
+    return [
+        ("12 checkerboard test points (never trained on)", example_points(12)),
+        ("12 eight-Gaussians points (out of distribution)", example_ood_points(12)),
+    ]

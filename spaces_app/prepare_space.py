@@ -1,7 +1,10 @@
 """Assemble a folder ready to push as a Hugging Face Space.
 
     python spaces_app/prepare_space.py /tmp/f2d2-space
-    huggingface-cli upload <user>/<space> /tmp/f2d2-space . --repo-type space   # (or git push; weights go to LFS/Xet)
+    hf auth login                                                       # once (the current Hugging Face CLI, `hf`)
+    hf upload <user>/<space> /tmp/f2d2-space . --repo-type=space        # (or git push; weights go to LFS/Xet)
+
+(``content.DEPLOY_COMMANDS``; ``hf`` comes with ``pip install -U huggingface_hub``.)
 
 The folder gets ``app.py`` and the modules it imports, ``README.md`` (with the Space front matter),
 ``requirements.txt``, a copy of the ``f2d2_diffusers`` package (not on PyPI yet) and the final weights of the shipped
@@ -15,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from content import APP_DIR, EXPLAIN_PLOTS, REPO_ROOT
+from content import APP_DIR, DEPLOY_COMMANDS, EXPLAIN_PLOTS, REPO_ROOT
 
 #: The app's modules (every module next to app.py but this script), its card and its requirements.
 SPACE_FILES = tuple(sorted(p.name for p in APP_DIR.glob("*.py") if p.name != Path(__file__).name)) + (
@@ -71,6 +74,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     copied = prepare(args.out, args.checkpoints)
     print(f"Space written to {args.out} with checkpoints: {', '.join(copied) or 'none'}")
+    upload = DEPLOY_COMMANDS.splitlines()[-1].replace("/tmp/f2d2-space", str(args.out))
+    print(f"Upload it with the Hugging Face CLI (`hf auth login` first):\n    {upload}")
 
 
 if __name__ == "__main__":

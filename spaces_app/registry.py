@@ -25,12 +25,16 @@ class ModelSpec:
     """One model choice.
 
     Args:
-        name: the label in the UI, also the ``model`` value of both API endpoints.
+        name: the model's name: the label in the UI's model list (a name, never a path), also the ``model`` value of
+            both API endpoints. The registry maps it to ``source`` / ``teacher_source`` internally.
         source: folder or Hub id of a saved ``F2D2Pipeline`` (ignored when ``pipeline_factory`` is given).
         teacher_source: folder (holding ``unet/``) or Hub id of its flow-matching teacher; ``None``: no teacher.
         pipeline_factory / teacher_factory: build the pipeline / teacher directly (tests inject tiny models here).
         missing_hint: appended to the message when the checkpoint is missing (how to get it).
         reference_options: keyword arguments for ``reference_log_likelihood`` (default: dopri5, rtol = atol = 1e-5).
+        kind: ``"image"`` or ``"points"`` (2-D data): which ready-made examples fit the model (``None``: unknown, no
+            examples are offered for it).
+        aliases: other names the API accepts for this model (earlier names, so old client code keeps working).
     """
 
     name: str
@@ -40,6 +44,8 @@ class ModelSpec:
     teacher_factory: Optional[Callable[[], torch.nn.Module]] = None
     missing_hint: str = ""
     reference_options: Dict[str, Any] = field(default_factory=dict)
+    kind: Optional[str] = None
+    aliases: Tuple[str, ...] = ()
 
 
 def _device() -> torch.device:
@@ -53,17 +59,31 @@ class ModelRegistry:
         if not specs:
             raise ValueError("a registry needs at least one model")
         self._specs: "OrderedDict[str, ModelSpec]" = OrderedDict((s.name, s) for s in specs)
+        self._aliases: Dict[str, str] = {alias: s.name for s in specs for alias in s.aliases if alias not in self._specs}
         self._cache: Dict[Tuple[str, str], Any] = {}
         self._lock = threading.RLock()
 
     @property
     def names(self) -> List[str]:
+        """The models' names, as the UI lists them."""
         return list(self._specs)
 
     def spec(self, name: str) -> ModelSpec:
+        name = self._aliases.get(name, name)
         if name not in self._specs:
             raise InputError(f"Unknown model {name!r}; choose one of: {', '.join(self._specs)}.")
         return self._specs[name]
+
+    def canonical(self, name):
+        """The model's name for ``name`` (itself, or the name an alias stands for); anything else unchanged."""
+        return self._aliases.get(name, name) if isinstance(name, str) else name
+
+    def first_of_kind(self, kind: str) -> Optional[str]:
+        """The first model of ``kind`` (``"image"`` / ``"points"``) whose checkpoint is there, else the first of that
+        kind, else ``None``."""
+        names = [n for n, s in self._specs.items() if s.kind == kind]
+        available = [n for n in names if not self.status(n).startswith(("**missing**", "not configured"))]
+        return (available or names or [None])[0]
 
     def _cached(self, key: Tuple[str, str], build: Callable[[], Any]) -> Any:
         with self._lock:
@@ -73,6 +93,7 @@ class ModelRegistry:
 
     def pipeline(self, name: str) -> F2D2Pipeline:
         spec = self.spec(name)
+        name = spec.name
 
         def build():
             pipe = spec.pipeline_factory() if spec.pipeline_factory is not None else _load_pipeline(spec)
@@ -85,6 +106,7 @@ class ModelRegistry:
 
     def likelihood_pipeline(self, name: str) -> F2D2LikelihoodPipeline:
         """The likelihood pipeline sharing the sampling pipeline's network (loaded once for both)."""
+        name = self.spec(name).name
 
         def build():
             pipe = F2D2LikelihoodPipeline.from_pipe(self.pipeline(name))
@@ -100,6 +122,7 @@ class ModelRegistry:
     def teacher(self, name: str) -> torch.nn.Module:
         """The flow-matching teacher; raises ``ModelUnavailable`` when there is none or it cannot be loaded."""
         spec = self.spec(name)
+        name = spec.name
         if not self.has_teacher(name):
             raise ModelUnavailable(f"The model {name!r} has no teacher configured, so there is no teacher to compare with.")
 
@@ -115,20 +138,20 @@ class ModelRegistry:
         return self._cached((name, "teacher"), build)
 
     def status(self, name: str) -> str:
-        """One line on whether the model can be loaded, without loading it."""
+        """One line on whether the model can be loaded, without loading it (no local path: the UI shows names)."""
         spec = self.spec(name)
         if spec.pipeline_factory is not None:
             return "ready"
-        if (name, "pipeline") in self._cache:
+        if (spec.name, "pipeline") in self._cache:
             return "loaded"
         if not spec.source:
             return "not configured"
         if not is_hub_repo_id(spec.source):
             path = Path(spec.source).expanduser()
             if (path / "model_index.json").is_file():
-                return f"ready (`{_display_path(path)}`)"
-            return f"**missing**: no checkpoint at `{_display_path(path)}` yet"
-        return f"Hub id `{spec.source}` (loaded on first use)"
+                return "ready"
+            return "**missing**: its checkpoint is not there yet (using it says where it was looked for)"
+        return f"on the Hub as `{spec.source}` (loaded on first use)"
 
     def first_available(self) -> str:
         """The first model whose checkpoint is there (or that is injected / on the Hub), else the first one."""
@@ -148,13 +171,6 @@ def pipeline_sample_shape(pipe) -> Tuple[int, ...]:
     if shape is None:
         raise ModelUnavailable("The model's config has no sample_size, so the demo does not know the data's shape.")
     return shape
-
-
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
 
 
 def _load_pipeline(spec: ModelSpec) -> F2D2Pipeline:
@@ -196,31 +212,45 @@ def _shipped(folder: str) -> str:
     return str(REPO_ROOT / "checkpoints" / folder)
 
 
+#: The shipped models' names in the UI and the API (their checkpoints' folder names, then what they are).
+DIGITS_MODEL_NAME = "f2d2-digits (F2D2, 8x8 digits)"
+CHECKERBOARD_MODEL_NAME = "f2d2-checkerboard (F2D2, 2-D checkerboard)"
+
+
 def default_registry() -> ModelRegistry:
     """The shipped digits and checkerboard models, plus ``F2D2_EXTRA_MODEL`` when it is set."""
     env = os.environ.get
     specs = [
         ModelSpec(
-            name="digits (8x8, 17 grey levels)",
+            name=DIGITS_MODEL_NAME,
             source=env("F2D2_DIGITS_MODEL") or _shipped("f2d2-digits"),
             teacher_source=env("F2D2_DIGITS_TEACHER") or _shipped("fm-digits"),
             missing_hint="Train it with training/train_f2d2.py (see README.md), or set F2D2_DIGITS_MODEL to a folder or Hub id.",
+            kind="image",
+            aliases=("digits (8x8, 17 grey levels)",),
         ),
         ModelSpec(
-            name="checkerboard (2-D points)",
+            name=CHECKERBOARD_MODEL_NAME,
             source=env("F2D2_CHECKERBOARD_MODEL") or _shipped("f2d2-checkerboard"),
             teacher_source=env("F2D2_CHECKERBOARD_TEACHER") or _shipped("fm-checkerboard"),
             missing_hint="Train it with training/train_f2d2.py (see README.md), or set F2D2_CHECKERBOARD_MODEL to a folder or Hub id.",
+            kind="points",
+            aliases=("checkerboard (2-D points)",),
         ),
     ]
     extra = env("F2D2_EXTRA_MODEL")
     if extra:
         specs.append(
             ModelSpec(
-                name=env("F2D2_EXTRA_MODEL_NAME") or f"custom: {extra}",
+                name=env("F2D2_EXTRA_MODEL_NAME") or f"{_short_name(extra)} (F2D2, custom)",
                 source=extra,
                 teacher_source=env("F2D2_EXTRA_TEACHER") or None,
                 missing_hint="Check F2D2_EXTRA_MODEL.",
             )
         )
     return ModelRegistry(specs)
+
+
+def _short_name(source: str) -> str:
+    """The last part of a folder or Hub id (``/data/runs/f2d2-mnist/`` -> ``f2d2-mnist``): a name, not a path."""
+    return Path(source.rstrip("/\\")).name or source

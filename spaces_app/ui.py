@@ -3,6 +3,8 @@
 import functools
 import logging
 import os
+import tempfile
+from pathlib import Path
 from typing import Callable, Optional
 
 import gradio as gr
@@ -10,10 +12,11 @@ import torch
 
 from actions import DemoActions
 from content import (
-    INTRO_TEXT, MAX_IMAGE_BATCH, MAX_SAMPLE_STEPS, MAX_SEED, MAX_TEACHER_STEPS, MAX_VECTOR_BATCH, METHOD_TEXT,
+    INTRO_TEXT, LIKELIHOOD_EMPTY_TEXT, MAX_IMAGE_BATCH, MAX_SAMPLE_STEPS, MAX_SEED, MAX_TEACHER_STEPS, MAX_VECTOR_BATCH,
+    METHOD_TEXT, REFERENCE_DEFAULT, REFERENCE_LABEL, SAMPLE_EMPTY_TEXT,
 )
 from errors import InputError, ModelUnavailable
-from inputs import example_digit, example_points
+from inputs import example_digit, example_point_sets, example_points, write_example_images
 from registry import ModelRegistry, default_registry
 from render import explain_plots
 
@@ -98,13 +101,56 @@ def Number(*args, **kwargs) -> gr.Number:  # noqa: N802 - stands in for gr.Numbe
     return _labelled(gr.Number(*args, **kwargs))
 
 
+#: Where the example images are written (once per process): gradio serves files from the temporary folder.
+EXAMPLES_DIR = Path(tempfile.gettempdir()) / "f2d2-space-examples"
+
+
+def sample_examples(registry: ModelRegistry):
+    """The Sample tab's ready-made settings: ``(rows of [model, steps, seed, batch, teacher steps], labels)``."""
+    image, points = registry.first_of_kind("image"), registry.first_of_kind("points")
+    rows, labels = [], []
+    if image:
+        rows += [[image, 1, 0, 16, 0], [image, 4, 0, 16, 100]]
+        labels += ["digits: 16 samples in 1 step", "digits: 4 steps, beside the teacher's 100 Euler steps"]
+    if points:
+        rows += [[points, 2, 0, 1000, 0], [points, 1, 1, 1000, 100]]
+        labels += ["2-D: 1000 points in 2 steps", "2-D: 1 step, beside the teacher's 100 Euler steps"]
+    return rows, labels
+
+
+def likelihood_examples(registry: ModelRegistry, folder: Path = EXAMPLES_DIR):
+    """The Likelihood tab's inputs from embedded data: ``(image rows [model, path], labels, point rows
+    [model, text], labels)``; empty for a kind of model the registry does not have."""
+    image, points = registry.first_of_kind("image"), registry.first_of_kind("points")
+    image_rows, image_labels, point_rows, point_labels = [], [], [], []
+    if image:
+        for path, label in write_example_images(folder):
+            image_rows.append([image, path])
+            image_labels.append(label)
+    if points:
+        for label, text in example_point_sets():
+            point_rows.append([points, text])
+            point_labels.append(label)
+    return image_rows, image_labels, point_rows, point_labels
+
+
+def ModelDropdown(registry: ModelRegistry, **kwargs) -> gr.Dropdown:  # noqa: N802 - stands in for gr.Dropdown
+    """The model list (names, never paths); an API call with an earlier name of a model is read as its name."""
+    component = gr.Dropdown(registry.names, label="Model", **kwargs)
+    preprocess = component.preprocess
+    component.preprocess = lambda payload: preprocess(registry.canonical(payload))
+    return component
+
+
 def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
     """The Blocks app. ``registry``: the models (default: :func:`registry.default_registry`)."""
     registry = registry or default_registry()
     actions = DemoActions(registry)
-    names = registry.names
+    names = registry.names  # the models' names; the registry maps each to its checkpoint
     default_model = registry.first_available()
-    vector_default = next((n for n in names if "checkerboard" in n or "2-D" in n), names[0])
+    vector_default = registry.first_of_kind("points") or next(
+        (n for n in names if "checkerboard" in n or "2-D" in n), names[0]
+    )
 
     # The parameter names and defaults of these two are the public API of /sample and /likelihood.
     @user_errors
@@ -113,7 +159,8 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
 
     @user_errors
     def likelihood(
-        model: str, image=None, sketch=None, points: str = "", points_file=None, reference: bool = True, seed: int = 0
+        model: str, image=None, sketch=None, points: str = "", points_file=None, reference: bool = REFERENCE_DEFAULT,
+        seed: int = 0,
     ):
         return actions.likelihood(model, image, sketch, points, points_file, reference, seed)
 
@@ -124,7 +171,7 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
             with gr.Tab("Sample", id="sample"):
                 with gr.Row():
                     with gr.Column(scale=1, min_width=260):
-                        s_model = gr.Dropdown(names, value=default_model, label="Model")
+                        s_model = ModelDropdown(registry, value=default_model, elem_id="sample-model")
                         s_steps = Slider(1, MAX_SAMPLE_STEPS, value=2, step=1, label="Sampling steps (network calls)")
                         s_seed = Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                         s_batch = Number(
@@ -135,14 +182,25 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
                             0, MAX_TEACHER_STEPS, value=0, step=1, label="Teacher Euler steps (0 = no comparison)",
                         )
                         s_go = gr.Button("Generate", variant="primary")
+                        rows, labels = sample_examples(registry)
+                        if rows:
+                            gr.Examples(
+                                rows, [s_model, s_steps, s_seed, s_batch, s_teacher], example_labels=labels,
+                                label="Examples: click one, then Generate", cache_examples=False,
+                                api_visibility="private", elem_id="sample-examples",
+                            )
                     with gr.Column(scale=2):
-                        s_summary = gr.Markdown(elem_id="sample-summary")
-                        s_grid = gr.Image(label="F2D2 samples, each with its log p (nats)", type="pil", format="png")
+                        # Before the first run the panel says what will appear; the grid and table show after it.
+                        s_summary = gr.Markdown(SAMPLE_EMPTY_TEXT, elem_id="sample-summary")
+                        s_grid = gr.Image(
+                            label="F2D2 samples, each with its log p (nats)", type="pil", format="png", visible=False
+                        )
                         s_teacher_image = gr.Image(
                             label="Teacher samples (same noise)", type="pil", format="png", visible=False
                         )
                         s_table = gr.Dataframe(
-                            label="Log-likelihood of every sample", interactive=False, max_height=300, elem_id="sample-table"
+                            label="Log-likelihood of every sample", interactive=False, max_height=300,
+                            elem_id="sample-table", visible=False,
                         )
                         with gr.Accordion("Raw values (JSON)", open=False):
                             s_details = gr.JSON(label="Details")
@@ -154,10 +212,13 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
                     api_description="Few-step samples with the log-likelihood of each (and the teacher's Euler samples).",
                     concurrency_limit=1,
                     concurrency_id="compute",
-                ).then(  # show the teacher's panel only when there is a comparison (UI only; the API is unchanged)
-                    lambda details: gr.Image(visible=bool(details and details.get("teacher"))),
+                ).success(  # show the results (and the teacher's panel only with a comparison); UI only, same API
+                    lambda details: (
+                        gr.Image(visible=True), gr.Dataframe(visible=True),
+                        gr.Image(visible=bool(details and details.get("teacher"))),
+                    ),
                     s_details,
-                    s_teacher_image,
+                    [s_grid, s_table, s_teacher_image],
                     api_visibility="private",
                     queue=False,
                 )
@@ -165,7 +226,7 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
             with gr.Tab("Likelihood", id="likelihood"):
                 with gr.Row():
                     with gr.Column(scale=1, min_width=300):
-                        l_model = gr.Dropdown(names, value=default_model, label="Model")
+                        l_model = ModelDropdown(registry, value=default_model, elem_id="likelihood-model")
                         gr.Markdown(
                             "Image models use the uploaded image if there is one, otherwise the drawing. "
                             "2-D models use the uploaded file if there is one, otherwise the pasted points."
@@ -188,18 +249,33 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
                                 )
                                 l_points_file = gr.File(label="…or a .csv / .npy file", file_types=[".csv", ".npy", ".txt"], height=120)
                                 l_example_points = gr.Button("Use example checkerboard points", size="sm")
+                        # Off by default: the reference solve takes minutes on a small CPU, F2D2 under a second.
                         l_reference = gr.Checkbox(
-                            value=True, label="Also run the teacher's reference ODE (dopri5: hundreds of calls, about a minute per digit on a small CPU)"
+                            value=REFERENCE_DEFAULT, label=REFERENCE_LABEL, elem_id="likelihood-reference"
                         )
                         l_seed = Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Dequantisation seed")
                         l_go = gr.Button("Compute likelihood", variant="primary")
+                        image_rows, image_labels, point_rows, point_labels = likelihood_examples(registry)
+                        if image_rows:
+                            gr.Examples(
+                                image_rows, [l_model, l_image], example_labels=image_labels,
+                                label="Example images: click one, then Compute likelihood", cache_examples=False,
+                                api_visibility="private", elem_id="likelihood-image-examples",
+                            )
+                        if point_rows:
+                            gr.Examples(
+                                point_rows, [l_model, l_points], example_labels=point_labels,
+                                label="Example 2-D points: click one, then Compute likelihood", cache_examples=False,
+                                api_visibility="private", elem_id="likelihood-point-examples",
+                            )
                     with gr.Column(scale=2):
+                        # Before the first run the panel says what will appear; the table and preview show after it.
                         l_table = gr.Dataframe(
                             label="Bits per dimension by method", interactive=False, elem_id="likelihood-table",
-                            column_widths=["29%", "13%", "11%", "14%", "11%", "22%"], wrap=True,
+                            column_widths=["29%", "13%", "11%", "14%", "11%", "22%"], wrap=True, visible=False,
                         )
-                        l_summary = gr.Markdown(elem_id="likelihood-summary")
-                        l_preview = gr.Image(label="What the model scored", type="pil", format="png")
+                        l_summary = gr.Markdown(LIKELIHOOD_EMPTY_TEXT, elem_id="likelihood-summary")
+                        l_preview = gr.Image(label="What the model scored", type="pil", format="png", visible=False)
                         with gr.Accordion("Raw values (JSON)", open=False):
                             l_details = gr.JSON(label="Details")
                 l_go.click(
@@ -210,6 +286,12 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
                     api_description="Bits/dim of an image, a drawing or 2-D points at 1, 2, 4, 8 steps, beside the teacher's ODE.",
                     concurrency_limit=1,
                     concurrency_id="compute",
+                ).success(
+                    lambda: (gr.Dataframe(visible=True), gr.Image(visible=True)),
+                    None,
+                    [l_table, l_preview],
+                    api_visibility="private",
+                    queue=False,
                 )
                 l_example.click(
                     user_errors(example_digit), None, l_image, api_visibility="private", queue=False
@@ -223,7 +305,7 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
                 e_status = gr.Markdown()
                 # The plots are wide (two panels each): shown one at a time, whole, with thumbnails to switch, rather
                 # than cropped to square grid tiles.
-                e_gallery = gr.Gallery(label="Error against network calls, and per segment", preview=True, height=520,
+                e_gallery = gr.Gallery(label="Benchmark figures (click a thumbnail to switch)", preview=True, height=520,
                                        object_fit="contain", format="png")
                 e_refresh = gr.Button("Refresh plots", size="sm")
 

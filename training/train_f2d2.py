@@ -4,7 +4,9 @@ with Accelerate.
 
 ``--objective shortcut``: ``f2d2_diffusers.shortcut_f2d2_loss`` (semigroup distillation). The tangent part
 regresses ``u(x, s, 0)`` on the teacher's velocity and ``D(x, s, 0)`` on its divergence; the bootstrap part
-regresses dyadic steps ``|h| = 2^-k`` on two half steps. ``--directions both`` trains sampling (``h < 0``) and
+regresses dyadic steps ``|h| = 2^-k`` on two half steps. ``--objective meanflow``:
+``f2d2_diffusers.meanflow_f2d2_loss`` (the Eulerian identity for both heads, one forward-mode JVP per batch;
+``docs/method.md`` 5.4). ``--directions both`` trains sampling (``h < 0``) and
 likelihood (``h > 0``) steps; ``forward`` only sampling steps, as the F2D2 paper does.
 
 With ``--teacher_model_name_or_path`` (a folder written by ``train_teacher.py``, or any folder holding a
@@ -32,7 +34,8 @@ from f2d2_diffusers.hub import make_diffusers_loadable
 from f2d2_diffusers.training import TrainingError, calibration_markdown, hub_base_model, render_model_card
 from f2d2_diffusers.training.model_card import card_repo_id, f2d2_usage, portable_path
 
-OBJECTIVES = ("shortcut",)
+OBJECTIVES = ("shortcut", "meanflow")
+OBJECTIVE_NAMES = {"shortcut": "Shortcut-F2D2", "meanflow": "MeanFlow-F2D2"}
 #: Config keys a user may set on a student warm-started from a teacher (the new layers only).
 HEAD_KEYS = {
     "F2D2UNet2DModel": ("divergence_head_channels", "divergence_head_resolution", "divergence_head_hidden_dim"),
@@ -49,7 +52,11 @@ def parse_args(argv=None):
                       help="Folder of a saved teacher: train_teacher.py's output (unet/ = UNet2DModel for images, "
                            "FlowMatchingMLPModel for vectors) or the model folder itself. Omit to self-distil.")
     f2d2.add_argument("--objective", type=str, default="shortcut", choices=OBJECTIVES,
-                      help="Distillation objective: 'shortcut' (semigroup / two half steps).")
+                      help="Distillation objective: 'shortcut' (semigroup / two half steps) or 'meanflow' (Eulerian "
+                           "identity, one JVP per batch; docs/method.md 5.4).")
+    f2d2.add_argument("--init_student_from", type=str, default=None,
+                      help="Start the student from a saved F2D2 pipeline or model folder (e.g. a Shortcut-F2D2 "
+                           "checkpoint to fine-tune with --objective meanflow) instead of from the teacher's weights.")
     f2d2.add_argument("--directions", type=str, default="both", choices=["both", "forward"],
                       help="'both': sampling (h < 0) and likelihood (h > 0) steps; 'forward': sampling steps only (paper).")
     f2d2.add_argument("--divergence", type=str, default="auto", choices=["auto", "exact", "hutchinson"],
@@ -57,7 +64,8 @@ def parse_args(argv=None):
                            "(exact for d <= 256).")
     f2d2.add_argument("--hutchinson_probes", type=int, default=1, help="Rademacher probes per Hutchinson estimate.")
     f2d2.add_argument("--bootstrap_fraction", type=float, default=0.5,
-                      help="Fraction of each batch trained on dyadic steps (the rest on the tangent, h = 0).")
+                      help="Fraction of each batch trained on non-zero steps (shortcut: dyadic bootstrap steps; "
+                           "meanflow: steps from --step_distribution); the rest on the tangent, h = 0.")
     f2d2.add_argument("--max_level", type=int, default=6, help="Smallest dyadic step is 2^-max_level.")
     f2d2.add_argument("--divergence_weight", type=float, default=1.0, help="Weight of the divergence term.")
     f2d2.add_argument("--teacher_finest_level", action=argparse.BooleanOptionalAction, default=None,
@@ -65,6 +73,15 @@ def parse_args(argv=None):
                            "teacher is given; --no-teacher_finest_level turns it off).")
     f2d2.add_argument("--anchor_starts_to_grid", action=argparse.BooleanOptionalAction, default=True,
                       help="Draw bootstrap start times on multiples of |h|, the points few-step grids visit (default: on).")
+    meanflow = parser.add_argument_group("MeanFlow-F2D2 (--objective meanflow)")
+    meanflow.add_argument("--step_distribution", type=str, default="dyadic", choices=["dyadic", "logit_normal", "uniform"],
+                          help="Where the non-zero steps are drawn: dyadic |h| = 2^-k (starts on the grid with "
+                               "--anchor_starts_to_grid), or from two logit-normal / uniform times.")
+    meanflow.add_argument("--logit_normal_mean", type=float, default=-0.4, help="Mean of the logit-normal times.")
+    meanflow.add_argument("--logit_normal_std", type=float, default=1.0, help="Std of the logit-normal times.")
+    meanflow.add_argument("--adaptive_weight_power", type=float, default=1.0,
+                          help="MeanFlow's adaptive loss weight 1 / (error + eps)^p; 0 switches it off.")
+    meanflow.add_argument("--adaptive_weight_eps", type=float, default=1e-3, help="eps of the adaptive loss weight.")
     f2d2.add_argument("--trajectory_weight", type=float, default=0.0,
                       help="Weight of direct supervision on cached teacher ODE paths (the segments of the 1/2/4/8-step "
                            "grids; docs/method.md 5.3), added to the Shortcut-F2D2 loss. 0: off. Needs a teacher.")
@@ -85,8 +102,12 @@ def parse_args(argv=None):
         parser.error(f"--bootstrap_fraction must lie in [0, 1), got {args.bootstrap_fraction}")
     if args.teacher_finest_level and not args.teacher_model_name_or_path:
         parser.error("--teacher_finest_level needs --teacher_model_name_or_path")
+    if args.objective == "meanflow" and args.teacher_finest_level:
+        parser.error("--teacher_finest_level belongs to --objective shortcut (MeanFlow-F2D2 has no dyadic recursion)")
     if args.teacher_finest_level is None:
-        args.teacher_finest_level = bool(args.teacher_model_name_or_path)
+        args.teacher_finest_level = args.objective == "shortcut" and bool(args.teacher_model_name_or_path)
+    if args.adaptive_weight_power < 0 or args.adaptive_weight_eps <= 0:
+        parser.error("--adaptive_weight_power must be >= 0 and --adaptive_weight_eps > 0")
     if args.trajectory_weight < 0:
         parser.error(f"--trajectory_weight must be >= 0, got {args.trajectory_weight}")
     if args.trajectory_weight > 0 and not args.teacher_model_name_or_path:
@@ -116,6 +137,8 @@ def load_teacher(path: str):
 def build_student(args, data, teacher, student_cls, user_config):
     from f2d2_diffusers import F2D2MLPModel, F2D2UNet2DModel
 
+    if args.init_student_from:
+        return load_initial_student(args.init_student_from, data, teacher, user_config)
     if teacher is None:
         if data.kind == "image":
             return training_utils.build_model(F2D2UNet2DModel, training_utils.image_model_config(user_config, data))
@@ -131,6 +154,27 @@ def build_student(args, data, teacher, student_cls, user_config):
         return student_cls.from_teacher(teacher, **user_config)
     except (TypeError, ValueError) as err:
         raise TrainingError(f"cannot build a {student_cls.__name__} from the teacher: {err}") from None
+
+
+def load_initial_student(path, data, teacher, user_config):
+    """The student of ``--init_student_from``, checked against the data and the teacher."""
+    from f2d2_diffusers import sample_shape
+    from f2d2_diffusers.models import load_flow_map
+
+    if user_config:
+        raise TrainingError("--init_student_from copies a saved student; drop --model_config_name_or_path")
+    try:
+        student = load_flow_map(path)
+    except (OSError, ValueError) as err:
+        raise TrainingError(f"--init_student_from: {err}") from None
+    if sample_shape(student.config) != tuple(data.sample_shape):
+        raise TrainingError(
+            f"--init_student_from: the student expects samples of shape {sample_shape(student.config)}; "
+            f"the data are {tuple(data.sample_shape)}"
+        )
+    if teacher is not None and sample_shape(teacher.config) != sample_shape(student.config):
+        raise TrainingError("--init_student_from: the student and the teacher have different sample shapes")
+    return student.train()
 
 
 def check_teacher_matches_data(teacher, data):
@@ -155,7 +199,9 @@ def check_teacher_matches_data(teacher, data):
 def main(args):
     import torch
 
-    from f2d2_diffusers import F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, shortcut_f2d2_loss
+    from f2d2_diffusers import (
+        F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, meanflow_f2d2_loss, shortcut_f2d2_loss,
+    )
     from f2d2_diffusers.objectives import trajectory_f2d2_loss
 
     user_config = {}
@@ -195,18 +241,30 @@ def main(args):
 
         paths = training_trajectories(args, data, teacher, accelerator, seed=args.seed)
 
-    def loss_fn(prepared_model, batch):
-        out = shortcut_f2d2_loss(
-            prepared_model, batch, teacher=teacher,
+    def objective_loss(prepared_model, batch):
+        common = dict(
+            teacher=teacher,
             # Targets come from the unwrapped model: no DDP hooks around the extra, gradient-free calls.
             target_model=accelerator.unwrap_model(prepared_model),
             directions=args.directions, divergence=args.divergence, num_probes=args.hutchinson_probes,
-            bootstrap_fraction=args.bootstrap_fraction, max_level=args.max_level,
-            divergence_weight=args.divergence_weight, anchor_starts_to_grid=args.anchor_starts_to_grid,
-            teacher_finest_level=args.teacher_finest_level,
+            max_level=args.max_level, divergence_weight=args.divergence_weight,
+            anchor_starts_to_grid=args.anchor_starts_to_grid,
         )
-        extra = {name: float(getattr(out, name)) for name in
-                 ("velocity_loss", "divergence_loss", "diagonal_loss", "bootstrap_loss")}
+        if args.objective == "meanflow":
+            return meanflow_f2d2_loss(
+                prepared_model, batch, step_fraction=args.bootstrap_fraction, step_distribution=args.step_distribution,
+                logit_normal_mean=args.logit_normal_mean, logit_normal_std=args.logit_normal_std,
+                adaptive_weight_power=args.adaptive_weight_power, adaptive_weight_eps=args.adaptive_weight_eps,
+                **common,
+            )
+        return shortcut_f2d2_loss(
+            prepared_model, batch, bootstrap_fraction=args.bootstrap_fraction,
+            teacher_finest_level=args.teacher_finest_level, **common,
+        )
+
+    def loss_fn(prepared_model, batch):
+        out = objective_loss(prepared_model, batch)
+        extra = {name: float(value) for name, value in out.items() if name != "loss"}
         loss = out.loss
         if paths is not None:
             index = torch.randint(0, paths.states.shape[0], (batch.shape[0],))
@@ -218,7 +276,9 @@ def main(args):
             extra["trajectory_loss"] = float(on_paths.loss)
         return loss, extra
 
-    result = training_utils.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_f2d2")
+    sample_grid = training_utils.f2d2_grid(data, args.eval_batch_size) if args.save_images_steps else None
+    result = training_utils.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_f2d2",
+                                  sample_grid=sample_grid)
 
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
@@ -228,7 +288,7 @@ def main(args):
             with training_utils.staged_output(args.output_dir) as staging:
                 pipeline.save_pretrained(staging)
                 make_diffusers_loadable(staging)  # pipeline.py + shims: DiffusionPipeline.from_pretrained(..., trust_remote_code=True)
-            calibration = measure_calibration(args, data, pipeline, teacher)
+            calibration = measure_calibration(args, data, pipeline, teacher, accelerator, result.global_step)
         write_card(args, data, result, model_cls, calibration)
         accelerator.print(f"saved the F2D2 pipeline to {args.output_dir}")
         if args.push_to_hub:
@@ -236,8 +296,9 @@ def main(args):
     accelerator.end_training()
 
 
-def measure_calibration(args, data, pipeline, teacher) -> str:
-    """The calibration section of the card: few-step likelihoods against the teacher's ODE on held-out points.
+def measure_calibration(args, data, pipeline, teacher, accelerator=None, step=None) -> str:
+    """The calibration section of the card: few-step likelihoods against the teacher's ODE on held-out points; with
+    ``accelerator``, also to its trackers at ``step`` (``calibration/error_bits_per_dim_1_step``, ...).
 
     Without a teacher the reference is the map's own tangent field ``u(x, sigma, 0)``, the flow it self-distils.
     """
@@ -264,6 +325,8 @@ def measure_calibration(args, data, pipeline, teacher) -> str:
         num_probes=16, rtol=1e-4, atol=1e-4, generator=torch.Generator().manual_seed(0), show_progress=True,
     )
     pipeline.unet.train(was_training)
+    if accelerator is not None:
+        training_utils.log_calibration(accelerator, result.rows, result.unit, step)
     reference = "the teacher" if teacher is not None else "the map's own zero-step velocity (no teacher)"
     probes = "exact divergence" if divergence == "exact" else "Hutchinson divergence, 16 Rademacher probes"
     return calibration_markdown(
@@ -273,7 +336,21 @@ def measure_calibration(args, data, pipeline, teacher) -> str:
     )
 
 
+def step_description(args) -> str:
+    if args.objective == "meanflow" and args.step_distribution != "dyadic":
+        steps = f"{args.step_distribution} steps"
+    else:
+        steps = f"dyadic steps down to 2^-{args.max_level}"
+    weight = ""
+    if args.objective == "meanflow":
+        weight = f", adaptive loss weight p = {args.adaptive_weight_power}"
+        if args.init_student_from:
+            weight += f", started from `{portable_path(args.init_student_from)}`"
+    return f"non-zero steps on a fraction {args.bootstrap_fraction} of each batch, {steps}{weight}"
+
+
 def write_card(args, data, result, model_cls, calibration: str):
+    dyadic = args.objective == "shortcut" or args.step_distribution == "dyadic"
     repo_id = card_repo_id(args.output_dir, args.hub_model_id)
     usage = f2d2_usage(repo_id, data.kind, data.num_levels)
     teacher = args.teacher_model_name_or_path
@@ -282,7 +359,7 @@ def write_card(args, data, result, model_cls, calibration: str):
         base_model_note=f"the teacher was the local folder `{portable_path(teacher)}`" if teacher else "no teacher",
         title=f"F2D2 joint flow map ({model_cls.__name__})",
         summary=(
-            "A joint flow map distilled with Shortcut-F2D2: one network gives the average velocity `u(x, sigma, h)` "
+            f"A joint flow map distilled with {OBJECTIVE_NAMES[args.objective]}: one network gives the average velocity `u(x, sigma, h)` "
             "and the average divergence `D(x, sigma, h)` over a signed step `h = sigma_end - sigma`, so a few steps "
             "both sample (`h < 0`) and give log-likelihoods (`h > 0`): `log p_(sigma+h)(x + h u) = log p_sigma(x) - h D`."
         ),
@@ -293,8 +370,8 @@ def write_card(args, data, result, model_cls, calibration: str):
             f"Objective: {args.objective}; directions: {args.directions} "
             f"({'sampling and likelihood steps' if args.directions == 'both' else 'sampling steps only'}); "
             f"divergence targets: {args.divergence} (Hutchinson probes: {args.hutchinson_probes}); "
-            f"bootstrap fraction {args.bootstrap_fraction}, dyadic steps down to 2^-{args.max_level}"
-            f"{', starts anchored to the grid' if args.anchor_starts_to_grid else ''}"
+            f"{step_description(args)}"
+            f"{', starts anchored to the grid' if args.anchor_starts_to_grid and dyadic else ''}"
             f"{', finest level from teacher midpoint steps' if args.teacher_finest_level else ''}"
             f"{f', plus teacher-path supervision (weight {args.trajectory_weight})' if args.trajectory_weight else ''}.",
             f"EMA weights: {'yes' if args.use_ema else 'no'}.",

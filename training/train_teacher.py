@@ -32,7 +32,13 @@ def parse_args(argv=None):
     parser = training_utils.build_parser(
         "Train a flow-matching teacher (UNet2DModel for images, FlowMatchingMLPModel for vectors).", "f2d2-teacher"
     )
-    return training_utils.parse_args(parser, argv)
+    teacher = parser.add_argument_group("teacher")
+    teacher.add_argument("--eval_num_inference_steps", type=int, default=50,
+                         help="Euler steps of the teacher's --save_images_steps sample grids.")
+    args = training_utils.parse_args(parser, argv)
+    if args.eval_num_inference_steps < 1:
+        parser.error(f"--eval_num_inference_steps must be a positive integer, got {args.eval_num_inference_steps}")
+    return args
 
 
 def main(args):
@@ -62,7 +68,11 @@ def main(args):
     def loss_fn(prepared_model, batch):
         return flow_matching_loss(prepared_model, batch), {}
 
-    result = training_utils.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_teacher")
+    sample_grid = None
+    if args.save_images_steps:
+        sample_grid = training_utils.teacher_grid(data, args.eval_batch_size, args.eval_num_inference_steps)
+    result = training_utils.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_teacher",
+                                  sample_grid=sample_grid)
 
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)

@@ -62,3 +62,26 @@ def load_teacher(path_or_repo: Union[str, os.PathLike], **kwargs) -> Union[UNet2
         raise OSError(f"cannot load the {class_name} in {where} ({type(err).__name__}: {err})") from None
     return teacher.requires_grad_(False).eval()
 
+
+
+def load_flow_map(path_or_repo: Union[str, os.PathLike], **kwargs):
+    """A trainable F2D2 student (``F2D2UNet2DModel`` or ``F2D2MLPModel``) from a saved pipeline or model folder.
+
+    Same layouts as :func:`load_teacher` (``unet/`` or a bare model folder, or a Hub id); raises ``ValueError`` when
+    the folder holds a teacher or anything else than a joint flow map.
+    """
+    from .mlp_f2d2 import F2D2MLPModel
+    from .unet_f2d2 import F2D2UNet2DModel
+
+    path_or_repo = os.fspath(path_or_repo)
+    subfolder = _teacher_subfolder(path_or_repo)
+    config = UNet2DModel.load_config(path_or_repo, subfolder=subfolder, **kwargs)
+    class_name = config.get("_class_name")
+    where = f"{path_or_repo}/{subfolder}" if subfolder else path_or_repo
+    classes = {"F2D2UNet2DModel": F2D2UNet2DModel, "F2D2MLPModel": F2D2MLPModel}
+    if class_name not in classes:
+        raise ValueError(f"{where} holds a {class_name or 'model of unknown class'}, not an F2D2 joint flow map {sorted(classes)}")
+    try:
+        return classes[class_name].from_pretrained(path_or_repo, subfolder=subfolder, **kwargs)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise OSError(f"cannot load the {class_name} in {where} ({type(err).__name__}: {err})") from None

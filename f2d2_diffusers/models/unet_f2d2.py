@@ -7,8 +7,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import ModelMixin, UNet2DModel  # noqa: F401  (diffusers finds the loading class by name here)
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import TimestepEmbedding
 
+from .attention import ForwardADAttnProcessor
 from .modeling_outputs import F2D2ModelOutput
 from .utils import (
     check_teacher, copy_teacher_weights, explain_mismatched_checkpoint, init_kwargs_from, match_device_and_dtype,
@@ -32,6 +34,9 @@ class F2D2UNet2DModel(UNet2DModel):
         divergence_head_channels (`int`, defaults to 16): channels of the head's convolution.
         divergence_head_resolution (`int`, defaults to 8): side of the pooled feature map fed to the head's MLP.
         divergence_head_hidden_dim (`int`, defaults to 256): width of the head's MLP.
+
+    Attention blocks use [`~f2d2_diffusers.models.attention.ForwardADAttnProcessor`], so ``torch.func.jvp`` runs
+    through the model (MeanFlow-F2D2).
     """
 
     #: Marks a joint flow map (``forward(sample, timestep, step)``) for :func:`f2d2_diffusers.flow_map.is_flow_map_model`.
@@ -103,6 +108,10 @@ class F2D2UNet2DModel(UNet2DModel):
         self.divergence_in = nn.Linear(divergence_head_channels * divergence_head_resolution**2, divergence_head_hidden_dim)
         self.divergence_emb = nn.Linear(time_embed_dim, divergence_head_hidden_dim)
         self.divergence_out = zero_module(nn.Linear(divergence_head_hidden_dim, 1))
+        # MeanFlow-F2D2 differentiates the map forward-mode; diffusers' default SDPA processor cannot be.
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.set_processor(ForwardADAttnProcessor())
 
     @classmethod
     def from_teacher(cls, teacher: UNet2DModel, **head_config) -> "F2D2UNet2DModel":

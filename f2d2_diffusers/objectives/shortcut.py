@@ -6,10 +6,9 @@ from typing import Optional
 import torch
 from diffusers.utils import BaseOutput
 
-from ..divergence import exact_divergence, hutchinson_divergence, resolve_divergence_method
+from ..divergence import resolve_divergence_method, velocity_and_divergence
 from ..flow_map import broadcast_to_sample, evaluate_flow_map, evaluate_velocity, flow_map_step, interpolant
-
-DIRECTIONS = ("both", "forward")
+from .steps import check_directions, dyadic_steps
 
 
 @dataclass
@@ -30,12 +29,6 @@ class ShortcutF2D2LossOutput(BaseOutput):
     bootstrap_loss: torch.Tensor
 
 
-def _velocity_and_divergence(fn, sample, method, num_probes, generator):
-    if method == "exact":
-        return exact_divergence(fn, sample)
-    return hutchinson_divergence(fn, sample, num_probes=num_probes, generator=generator)
-
-
 def _teacher_midpoint_step(teacher, x, sigma, h, method, num_probes, generator):
     """Average velocity and divergence over ``[sigma, sigma + h]`` by the teacher's explicit midpoint rule.
 
@@ -43,7 +36,7 @@ def _teacher_midpoint_step(teacher, x, sigma, h, method, num_probes, generator):
     """
     v_start = evaluate_velocity(teacher, x, sigma)
     x_mid = x + broadcast_to_sample(h / 2, x) * v_start
-    return _velocity_and_divergence(
+    return velocity_and_divergence(
         lambda z: evaluate_velocity(teacher, z, sigma + h / 2), x_mid, method, num_probes, generator
     )
 
@@ -87,8 +80,7 @@ def shortcut_f2d2_loss(
     """
     if teacher_finest_level and teacher is None:
         raise ValueError("teacher_finest_level needs a teacher")
-    if directions not in DIRECTIONS:
-        raise ValueError(f"directions must be one of {DIRECTIONS}, got {directions!r}")
+    check_directions(directions)
     if not 0.0 <= bootstrap_fraction < 1.0:
         raise ValueError(f"bootstrap_fraction must lie in [0, 1), got {bootstrap_fraction}")
     target_model = model if target_model is None else target_model
@@ -111,30 +103,19 @@ def shortcut_f2d2_loss(
     x_d = interpolant(data_d, noise_d, sigma_d)
     with torch.no_grad():
         if teacher is not None:
-            u_target_d, div_target_d = _velocity_and_divergence(
+            u_target_d, div_target_d = velocity_and_divergence(
                 lambda z: evaluate_velocity(teacher, z, sigma_d), x_d, divergence, num_probes, generator
             )
         else:
             u_target_d = noise_d - data_d
-            _, div_target_d = _velocity_and_divergence(
+            _, div_target_d = velocity_and_divergence(
                 lambda z: evaluate_velocity(target_model, z, sigma_d), x_d, divergence, num_probes, generator
             )
 
     # Bootstrap part: dyadic steps, targets from two half steps.
-    levels = torch.randint(0, max_level + 1, (num_bootstrap,), generator=generator, device=device)
-    size = torch.pow(2.0, -levels.to(dtype))
-    if directions == "both":
-        sign = torch.randint(0, 2, (num_bootstrap,), generator=generator, device=device).to(dtype) * 2 - 1
-    else:
-        sign = -torch.ones(num_bootstrap, device=device, dtype=dtype)
-    h_b = sign * size
-    # Starts keep the whole step inside [0, 1]: [|h|, 1] when sampling, [0, 1 - |h|] when encoding.
-    low = torch.where(sign < 0, size, torch.zeros_like(size))
-    if anchor_starts_to_grid:
-        segments = torch.round(1.0 / size)
-        sigma_b = low + size * torch.floor(uniform(num_bootstrap) * segments).clamp(max=segments - 1)
-    else:
-        sigma_b = low + uniform(num_bootstrap) * (1.0 - size)
+    sigma_b, h_b, levels = dyadic_steps(
+        num_bootstrap, max_level, directions, anchor_starts_to_grid, generator=generator, device=device, dtype=dtype
+    )
     data_b, noise_b = batch[num_diagonal:], noise[num_diagonal:]
     x_b = interpolant(data_b, noise_b, sigma_b)
     with torch.no_grad():

@@ -15,7 +15,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from ..flow_map import broadcast_to_sample, evaluate_flow_map
-from .shortcut import DIRECTIONS
+from .steps import check_directions
 
 
 @dataclass
@@ -68,8 +68,7 @@ def trajectory_f2d2_loss(
         directions: ``"both"`` trains each segment as an encoding or a sampling step at random, ``"forward"`` only
             sampling steps.
     """
-    if directions not in DIRECTIONS:
-        raise ValueError(f"directions must be one of {DIRECTIONS}, got {directions!r}")
+    check_directions(directions)
     if states.ndim < 3 or integrals.shape != states.shape[:2] or sigmas.shape != states.shape[1:2]:
         raise ValueError(f"states (batch, K+1, *dims), integrals (batch, K+1) and sigmas (K+1,) do not match: "
                          f"{tuple(states.shape)}, {tuple(integrals.shape)}, {tuple(sigmas.shape)}")

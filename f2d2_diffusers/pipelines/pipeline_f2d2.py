@@ -11,6 +11,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..dequantization import bits_per_dim, check_finite, standard_normal_log_prob
+from ..guidance import check_guidance, maximum_likelihood_guidance
 from .pipeline_utils import F2D2BasePipeline
 
 
@@ -24,7 +25,8 @@ class F2D2PipelineOutput(BaseOutput):
             same network calls that generated it.
         bits_per_dim (`torch.Tensor` of shape `(batch,)`): the same on the data's grey-level scale (continuous for
             vector data).
-        nfe (`int`): network calls.
+        nfe (`int`): network passes: the ``num_inference_steps`` calls, plus a forward and a backward pass per
+            self-guidance step.
     """
 
     images: Union[List[PIL.Image.Image], np.ndarray, torch.Tensor]
@@ -38,6 +40,10 @@ class F2D2Pipeline(F2D2BasePipeline):
     Few-step sampling from noise (``sigma = 1``) to data (``sigma = 0``) with a joint flow map. Each step
     ``x <- x + h u(x, sigma, h)`` also adds ``-h D(x, sigma, h)`` to the log-density, so
     ``log p(x_gen) = log N(eps) + sum_k (-h_k D_k)`` costs no extra network call.
+
+    ``ml_guidance_scale > 0`` turns on maximum-likelihood self-guidance (``docs/method.md`` section 6): before
+    sampling, ``ml_guidance_steps`` normalised gradient steps raise the one-step map's log-likelihood of the sample
+    each noise would make (:func:`f2d2_diffusers.guidance.maximum_likelihood_guidance`).
 
     ``num_levels`` (grey levels of the data, for bits/dim) defaults to ``"auto"``: ``None`` (continuous) for vector
     models, 256 (8-bit images) for image models; see [`F2D2BasePipeline`]. Each call works on its own copy of the
@@ -55,6 +61,8 @@ class F2D2Pipeline(F2D2BasePipeline):
         num_levels: Optional[int] = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        ml_guidance_scale: float = 0.0,
+        ml_guidance_steps: int = 1,
     ) -> Union[F2D2PipelineOutput, tuple]:
         r"""
         Args:
@@ -71,12 +79,17 @@ class F2D2Pipeline(F2D2BasePipeline):
             output_type (`str`): ``"pil"``, ``"np"`` or ``"pt"`` (vectors: ``"np"`` or ``"pt"``), or ``"latent"``: the
                 model-space samples themselves (images in [-1, 1], not clipped), the points ``log_prob`` refers to.
             return_dict (`bool`): return an [`F2D2PipelineOutput`] instead of a tuple.
+            ml_guidance_scale (`float`, defaults to 0): size of each self-guidance step on the initial noise, per
+                dimension in units of the noise's standard deviation (``eps <- eps + scale * g / rms(g)``, ``g`` the
+                gradient of the one-step log-likelihood); 0 turns guidance off.
+            ml_guidance_steps (`int`, defaults to 1): self-guidance steps (one forward and one backward pass each).
 
         Returns:
             [`F2D2PipelineOutput`] or ``(images, log_prob, bits_per_dim, nfe)``. A sample or log-density that comes
             out NaN or infinite (inputs far outside the model's range) raises a ``ValueError`` instead.
         """
         self._check_steps(num_inference_steps, sigmas)
+        check_guidance(ml_guidance_scale, ml_guidance_steps)
         num_levels = self._resolve_num_levels(num_levels)
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
@@ -104,9 +117,14 @@ class F2D2Pipeline(F2D2BasePipeline):
             raise ValueError(f"output_type='pil' needs image samples, got shape {tuple(sample.shape)}; use 'np' or 'pt'")
 
         scheduler = self._scheduler_for_call(num_inference_steps, sigmas, "sample")
+        guidance_nfe = 0
+        if ml_guidance_scale:
+            sample = maximum_likelihood_guidance(self.unet, sample, ml_guidance_scale, ml_guidance_steps)
+            guidance_nfe = 2 * ml_guidance_steps
         log_prior = standard_normal_log_prob(sample.float())
         source = "latents" if latents is not None else "the generated noise"
         sample, delta_log_prob, nfe = self._integrate(scheduler, sample, source)
+        nfe += guidance_nfe
         log_prob = log_prior + delta_log_prob
         self._check_result(sample, log_prob, source)
         bpd = bits_per_dim(log_prob, sample[0].numel(), num_levels)

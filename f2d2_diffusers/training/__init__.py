@@ -4,7 +4,8 @@ split by concern:
 - :mod:`.cli`: the common command line (``build_parser``, ``parse_args``), ``TrainingError`` and ``run_main``;
 - :mod:`.configs`: default model configs, ``--model_config_name_or_path``, building a model that fits the data;
 - :mod:`.data`: the training set (embedded, image folder, Hub dataset or vector file) and calibration points;
-- :mod:`.loop`: Accelerate, seeding, EMA and the training loop;
+- :mod:`.loop`: Accelerate, seeding, EMA and the training loop; the process-count warning; calibration to the trackers;
+- :mod:`.sample_grids`: the sample grids of ``--save_images_steps`` (PNG files and trackers);
 - :mod:`.checkpointing`: ``checkpoint-N`` folders (save hooks, completeness, pruning, resuming);
 - :mod:`f2d2_diffusers.atomic` (shared with the pipelines' loading layout): crash-safe writes, for checkpoints and the final model;
 - :mod:`.model_card`: the repository's ``model_card.md`` template filled in, and its calibration section;
@@ -32,10 +33,16 @@ from .data import (
     load_training_data,
 )
 from .hub import push_to_hub
-from .loop import EpochShuffle, TrainingResult, create_accelerator, create_ema, ema_weights, seed_everything, train
+from .loop import (
+    EpochShuffle, TrainingResult, calibration_metrics, create_accelerator, create_ema, ema_weights, log_calibration,
+    requested_num_processes, seed_everything, train, warn_if_fewer_processes_than_requested,
+)
+from .sample_grids import SampleGrid, f2d2_grid, grid_path, save_sample_grid, teacher_grid
 from .model_card import calibration_markdown, hub_base_model, render_model_card, update_calibration
 
 __all__ = [
+    "SampleGrid", "calibration_metrics", "f2d2_grid", "grid_path", "log_calibration", "requested_num_processes",
+    "save_sample_grid", "teacher_grid", "warn_if_fewer_processes_than_requested",
     "CHECKPOINT_PREFIX", "DEFAULT_MAX_TRAIN_STEPS", "DEFAULT_MLP_CONFIG", "DEFAULT_RESOLUTION", "DEFAULT_UNET_CONFIG",
     "DIGITS_RESOLUTION", "EpochShuffle", "IMAGE_EXTENSIONS", "LevelsTensorDataset", "MANIFEST_NAME", "PILImageDataset",
     "TrainingData", "TrainingError", "TrainingResult", "VectorDataset", "build_model", "build_parser",

@@ -41,7 +41,13 @@ def register_checkpoint_hooks(accelerator, model_cls, ema_model) -> None:
     def save_model_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             if ema_model is not None:
-                ema_model.save_pretrained(os.path.join(output_dir, "unet_ema"))
+                import torch
+
+                # EMAModel.save_pretrained builds a fresh model to save from, whose initialisation would draw from
+                # the training's random stream: a run that saves checkpoints would train differently from one that
+                # does not.
+                with torch.random.fork_rng(devices=[]):
+                    ema_model.save_pretrained(os.path.join(output_dir, "unet_ema"))
             for model in models:
                 accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, "unet"))
             _test_hook_crash_during_save(output_dir)

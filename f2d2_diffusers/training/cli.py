@@ -22,6 +22,10 @@ DIGITS_RESOLUTION = 8
 DEFAULT_RESOLUTION = 64
 #: Optimiser steps when neither ``--max_train_steps`` nor ``--num_epochs`` is given.
 DEFAULT_MAX_TRAIN_STEPS = 2000
+#: ``--save_images_steps`` default: as often as the default ``--checkpointing_steps``.
+DEFAULT_SAVE_IMAGES_STEPS = 500
+#: The trackers ``--logger`` offers, and the package each one needs.
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 
 
 class TrainingError(Exception):
@@ -110,10 +114,19 @@ def build_parser(description: str, default_output_dir: str) -> argparse.Argument
     run.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
     run.add_argument("--resume_from_checkpoint", type=str, default=None,
                      help="A checkpoint-N folder, or 'latest' for the newest complete one in output_dir.")
-    run.add_argument("--logger", type=str, default="none", choices=["none", "tensorboard", "wandb"],
-                     help="Experiment tracker (needs the tracker's package). Losses also go to "
-                          "output_dir/logs/train_log.jsonl.")
+    run.add_argument("--logger", type=str, default=None, choices=["none", "tensorboard", "wandb"],
+                     help="Experiment tracker, as in diffusers' examples: losses, sample grids (--save_images_steps) "
+                          "and the end-of-training calibration. Default: 'tensorboard' (a dependency of this package; "
+                          "'none' if it is not installed). Losses also go to output_dir/logs/train_log.jsonl.")
     run.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to output_dir.")
+    run.add_argument("--save_images_steps", type=int, default=DEFAULT_SAVE_IMAGES_STEPS,
+                     help="Every N optimisation steps write a sample grid to output_dir/samples/step-NNNNNN.png and log it "
+                          "to the tracker (EMA weights with --use_ema; fixed noise, so grids compare across steps): the "
+                          "teacher's Euler samples, or F2D2's 1/2/4-step samples with each one's log-likelihood. Images "
+                          "and 2-D vectors only. 0: never. Like train_unconditional.py's --save_images_epochs, in steps.")
+    run.add_argument("--eval_batch_size", type=int, default=8,
+                     help="Images in the --save_images_steps grids (per row for F2D2, in rows of 8 for the teacher; "
+                          "2-D scatter plots draw 1000 points).")
     run.add_argument("--local_rank", type=int, default=-1, help="Set by the launcher; LOCAL_RANK in the environment wins.")
     return parser
 
@@ -158,10 +171,20 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = 
     names = [s.value for s in SchedulerType]
     if args.lr_scheduler not in names:
         parser.error(f"--lr_scheduler must be one of {', '.join(names)}; got {args.lr_scheduler!r}")
-    if args.logger == "tensorboard" and not _importable("tensorboard") and not _importable("tensorboardX"):
-        parser.error("--logger tensorboard needs the `tensorboard` package (pip install tensorboard)")
-    if args.logger == "wandb" and not _importable("wandb"):
-        parser.error("--logger wandb needs the `wandb` package (pip install wandb)")
+    if args.logger is None:
+        # The default follows diffusers' examples; without the package (a trimmed install) training still runs.
+        args.logger = "tensorboard" if tracker_installed("tensorboard") else "none"
+        if args.logger == "none":
+            print("warning: the `tensorboard` package is not installed, so nothing goes to a tracker "
+                  "(pip install tensorboard, or pass --logger none to silence this)", file=sys.stderr, flush=True)
+    elif args.logger != "none" and not tracker_installed(args.logger):
+        package = TRACKER_PACKAGES[args.logger][0]
+        parser.error(f"--logger {args.logger} needs the `{package}` package, which is not installed "
+                     f"(pip install {package}; or --logger none)")
+    if args.save_images_steps < 0:
+        parser.error(f"--save_images_steps must be >= 0, got {args.save_images_steps}")
+    if args.eval_batch_size < 1:
+        parser.error(f"--eval_batch_size must be a positive integer, got {args.eval_batch_size}")
     if args.dataset_name and not _importable("datasets"):
         parser.error("--dataset_name needs the `datasets` package (pip install datasets); or use --train_data_dir")
     if args.push_to_hub and not _importable("huggingface_hub"):
@@ -175,6 +198,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = 
 def uses_image_data(args: argparse.Namespace) -> bool:
     """Whether the data source on the command line gives images (else vectors: a toy or ``--train_data_file``)."""
     return not (args.train_data_file or args.dataset in TOY_DATASETS)
+
+
+def tracker_installed(logger: str) -> bool:
+    """Whether the package ``--logger logger`` needs is importable."""
+    return any(_importable(package) for package in TRACKER_PACKAGES[logger])
 
 
 def _importable(name: str) -> bool:

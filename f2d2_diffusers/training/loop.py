@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from ..atomic import remove_unfinished, write_text_atomically
 from .checkpointing import checkpoint_step, resolve_resume_path, save_checkpoint
 from .cli import DEFAULT_MAX_TRAIN_STEPS, TrainingError
 from .data import TrainingData
+from .sample_grids import SAMPLES_DIR, save_sample_grid
 
 logger = logging.getLogger("f2d2_training")
 
@@ -62,7 +63,74 @@ def create_accelerator(args):
         diffusers.utils.logging.set_verbosity_warning()
     else:
         diffusers.utils.logging.set_verbosity_error()
+    warn_if_fewer_processes_than_requested(accelerator)
     return accelerator
+
+
+#: Options of ``accelerate launch`` that name the process count.
+_NUM_PROCESSES_OPTIONS = ("--num_processes", "--num-processes")
+
+
+def _launcher_command_line() -> List[str]:
+    """The command line of this process's parent (``accelerate launch ...`` when the launcher started it), or ``[]``."""
+    try:
+        import psutil  # a dependency of accelerate
+
+        return psutil.Process(os.getppid()).cmdline()
+    except Exception:  # noqa: BLE001  (no psutil, no permission, a parent that is gone: nothing to read)
+        return []
+
+
+def requested_num_processes(environ=None, command_line: Optional[Sequence[str]] = None) -> Optional[int]:
+    """How many processes ``accelerate launch`` was asked for, when that was more than the one it started; else ``None``.
+
+    Without ``--multi_gpu`` (and without a GPU that makes Accelerate add it), ``accelerate launch --num_processes N``
+    starts ONE process (its ``simple_launcher``) and passes no count on: no ``WORLD_SIZE``, ``RANK`` or
+    ``LOCAL_RANK``. What it does set is ``MASTER_ADDR``/``MASTER_PORT`` (only when N > 1, or several machines)
+    beside its ``ACCELERATE_*`` variables. So "asked for more than one, got one" is: ``ACCELERATE_MIXED_PRECISION``
+    and ``MASTER_ADDR`` set, ``WORLD_SIZE`` not. The number N itself is read from the launcher's command line (the
+    parent process) when it is there; a count from an ``accelerate config`` file is reported as 0 ("more than one").
+    """
+    environ = os.environ if environ is None else environ
+    if "WORLD_SIZE" in environ or "MASTER_ADDR" not in environ or "ACCELERATE_MIXED_PRECISION" not in environ:
+        return None
+    command_line = list(_launcher_command_line() if command_line is None else command_line)
+    for i, arg in enumerate(command_line):
+        for option in _NUM_PROCESSES_OPTIONS:
+            value = None
+            if arg == option and i + 1 < len(command_line):
+                value = command_line[i + 1]
+            elif arg.startswith(option + "="):
+                value = arg.split("=", 1)[1]
+            if value is not None:
+                try:
+                    return int(value) if int(value) > 1 else None
+                except ValueError:
+                    return 0
+    return 0
+
+
+def warn_if_fewer_processes_than_requested(accelerator, environ=None, command_line=None) -> Optional[str]:
+    """One warning (main process) when ``accelerate launch`` was asked for more processes than it started; returns it."""
+    requested = requested_num_processes(environ, command_line)
+    if requested is None or accelerator.num_processes != 1:
+        return None
+    count = f"{requested} processes" if requested else "more than one process"
+    n = str(requested) if requested else "N"
+    message = (
+        f"`accelerate launch` was asked for {count} but started {accelerator.num_processes}: without "
+        f"--multi_gpu it runs the script once. Add --multi_gpu (accelerate launch --multi_gpu --num_processes {n} ...)"
+    )
+    if _no_accelerator_available():
+        message += (
+            "; on this machine without GPU the processes then join one gloo group on the CPU. Set OMP_NUM_THREADS so "
+            f"that processes x threads does not exceed the {os.cpu_count()} cores (e.g. OMP_NUM_THREADS="
+            f"{max(1, (os.cpu_count() or 1) // max(requested, 2))})"
+        )
+    message += "."
+    if accelerator.is_main_process:
+        logger.warning(message)
+    return message
 
 
 def seed_everything(args, accelerator, device_specific: bool) -> None:
@@ -160,6 +228,7 @@ def train(
     loss_fn: Callable[[torch.nn.Module, torch.Tensor], Tuple[torch.Tensor, Dict[str, float]]],
     ema_model=None,
     tracker_name: str = "f2d2",
+    sample_grid: Optional[Callable[[torch.nn.Module], object]] = None,
 ) -> TrainingResult:
     """Optimise ``model`` on ``data`` with ``loss_fn(prepared_model, model_space_batch) -> (loss, logs)``.
 
@@ -169,6 +238,9 @@ def train(
 
     A resumed run continues exactly as the uninterrupted run would have (``num_workers=0``): weights, optimiser,
     scheduler, EMA, every random state and the data order all come back from the checkpoint.
+
+    ``sample_grid``: a :mod:`.sample_grids` function (``teacher_grid`` / ``f2d2_grid``), drawn every
+    ``--save_images_steps`` steps into ``output_dir/samples/`` and the trackers; it uses no global random state.
     """
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
@@ -208,6 +280,7 @@ def train(
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
         remove_unfinished(args.output_dir)
+        remove_unfinished(os.path.join(args.output_dir, SAMPLES_DIR))  # a grid whose write was cut short
         tracker_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers(tracker_name, config=tracker_config)
 
@@ -279,6 +352,9 @@ def train(
                         log_file.flush()
                     if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
                         save_checkpoint(args, accelerator, global_step)
+                    save_images_steps = getattr(args, "save_images_steps", 0)
+                    if sample_grid is not None and save_images_steps and global_step % save_images_steps == 0:
+                        save_sample_grid(args, accelerator, model, ema_model, global_step, sample_grid)
                     if global_step >= max_train_steps:
                         break
     finally:
@@ -296,6 +372,36 @@ def train(
     )
     return TrainingResult(global_step=global_step, last_logs=logs, batch_description=batch_description,
                           seconds=time.perf_counter() - start_time, device_description=device_description)
+
+
+def calibration_metrics(rows: Sequence[dict], unit: str) -> Dict[str, float]:
+    """Tracker scalars of a calibration table (``f2d2_diffusers.likelihood_calibration`` rows).
+
+    Keys ``calibration/{what}_{unit}[_{K}_step]``, unit ``bits_per_dim`` or ``nll_nats``: ``reference_...`` (the
+    teacher's ODE), ``..._K_step`` (the F2D2 bidirectional value at K steps), ``error_...`` (F2D2 minus reference,
+    mean), ``abs_error_...`` (per-sample mean absolute error), and the same with ``paper_`` for the paper's evaluation,
+    e.g. ``calibration/error_bits_per_dim_1_step``.
+    """
+    slug = "bits_per_dim" if unit == "bits/dim" else "nll_nats"
+    metrics = {}
+    for row in rows:
+        if row["evaluation"] == "reference":
+            metrics[f"calibration/reference_{slug}"] = float(row["value"])
+            continue
+        prefix = "" if row["evaluation"] == "bidirectional" else f"{row['evaluation']}_"
+        suffix = f"{slug}_{row['steps']}_step"
+        metrics[f"calibration/{prefix}{suffix}"] = float(row["value"])
+        metrics[f"calibration/{prefix}error_{suffix}"] = float(row["error"])
+        metrics[f"calibration/{prefix}abs_error_{suffix}"] = float(row["abs_error"])
+    return metrics
+
+
+def log_calibration(accelerator, rows: Sequence[dict], unit: str, step: Optional[int] = None) -> Dict[str, float]:
+    """:func:`calibration_metrics` to the trackers (``accelerator.log``, main process); returns them."""
+    metrics = calibration_metrics(rows, unit)
+    if metrics:
+        accelerator.log(metrics, step=step)
+    return metrics
 
 
 class ema_weights:

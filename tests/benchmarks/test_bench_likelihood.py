@@ -202,3 +202,61 @@ def test_reuse_teacher_rows_recomputes_only_f2d2(tmp_path, capsys):
     common[common.index(teacher)] = tmp_path / "teacher2"
     run(*common, "--student", student, "--reuse_teacher_rows")
     assert "recomputing every row" in capsys.readouterr().out
+
+
+def mixed_subset_report():
+    """Rows as in the shipped digits report: fixed-step rows with exact divergence on the first 64 test points,
+    longer ones with Hutchinson on all 297, and a flow_matching row on 16."""
+    n = 297
+
+    def row(name, method, divergence, steps, nfe, points, error, seconds, evaluation=None):
+        r = dict(name=name, method=method, divergence=divergence, steps=steps, nfe=nfe, num_points=points,
+                 seconds=seconds, seconds_full=seconds * n / points, value=2.0 + error, skipped=False, reason=None,
+                 error=error, abs_error=abs(error) + 0.01, reference_value=2.0)
+        if evaluation:
+            r["evaluation"] = evaluation
+        return r
+
+    rows = [row("reference dopri5 exact (ours)", "reference", "exact", None, 62, n, 0.0, 1400.0)]
+    rows += [row(f"F2D2 bidirectional {k} steps", "f2d2", "bidirectional", k, k, n, -0.17 + 0.01 * k, 0.1 * k,
+                 "bidirectional") for k in (1, 2, 4, 8)]
+    rows += [row(f"euler {k} steps (exact)", "euler", "exact", k, k, 64, e, 7.0 * k) for k, e in ((2, 0.48), (4, 0.05), (8, -0.24))]
+    rows += [row(f"euler {k} steps (hutchinson)", "euler", "hutchinson", k, k, n, e, 0.6 * k)
+             for k, e in ((16, -0.36), (32, -0.26), (64, -0.14))]
+    rows += [row("flow_matching dopri5 exact", "flow_matching", "exact", None, 62, 16, 0.0018, 53.0)]
+    rows.append(dict(name="flow_matching dopri5 hutchinson", method="flow_matching", divergence="hutchinson",
+                     steps=None, nfe=None, num_points=n, seconds=None, seconds_full=None, value=None, skipped=True,
+                     reason="not installed", error=None, abs_error=None, reference_value=None))
+    return dict(dataset="digits", mode="full", num_points=n, unit="bits/dim", rows=rows)
+
+
+def test_plot_never_joins_rows_measured_on_different_subsets(tmp_path):
+    report = mixed_subset_report()
+    groups = bench_likelihood.plot_groups(report)
+    labels = [label for _, label, _ in groups]
+    for _, label, rows in groups:
+        assert len({r["num_points"] for r in rows}) == 1, label  # one line = one set of test points
+        assert [r["nfe"] for r in rows] == sorted(r["nfe"] for r in rows)
+    assert "Euler (torchdiffeq), exact div., first 64 of 297 points" in labels
+    assert "Euler (torchdiffeq), Hutchinson, all 297 points" in labels
+    assert "F2D2 bidirectional, all 297 points" in labels
+    assert "flow_matching dopri5, exact div., first 16 of 297 points" in labels
+    assert not any("hutchinson" in label.lower() and "flow_matching" in label for label in labels)  # skipped row
+
+
+def test_replot_rewrites_the_png_from_the_json(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    path = tmp_path / "likelihood_digits.json"
+    path.write_text(json.dumps(mixed_subset_report()))
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: (figures.append(fig), save(fig, *a, **k)))
+    run("--replot", path)
+    assert (tmp_path / "likelihood_digits.png").stat().st_size > 10_000
+    ax = figures[-1].axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    # The two Euler lines stay apart: each has the markers of its own rows only.
+    assert len(lines["Euler (torchdiffeq), exact div., first 64 of 297 points"].get_xdata()) == 3
+    assert len(lines["Euler (torchdiffeq), Hutchinson, all 297 points"].get_xdata()) == 3
+    assert all(line.get_marker() not in (None, "None", "") for line in lines.values() if "reference" not in line.get_label())

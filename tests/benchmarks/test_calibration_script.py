@@ -66,3 +66,53 @@ def test_update_card_rewrites_only_the_calibration_section(tmp_path):
     assert "Measured by `benchmarks/calibration.py` on 16 'checkerboard' test points" in text
     report = json.loads((tmp_path / "out" / "calibration_checkerboard.json").read_text())
     assert sum(line.startswith("| F2D2 ") for line in text.splitlines()) == len(report["rows"]) - 1
+
+
+def synthetic_report(teacher_integral=(-0.19, -0.08, -0.05, -0.15, -0.25, -0.22, -0.05, 0.16),
+                     integral_error=(-4e-4, -6e-4, 8e-4, 1.1e-3, -9e-4, -6e-6, -9e-4, 2e-4)):
+    """A calibration report shaped like the shipped checkerboard one: per-segment errors ~100x below the integrals."""
+    rows = [dict(method="teacher dopri5", evaluation="reference", steps=None, nfe=400, value=2.0, error=0.0,
+                 abs_error=0.0, seconds=9.0)]
+    for evaluation, scale in (("bidirectional", 1e-3), ("paper", 0.3)):
+        rows += [dict(method="F2D2", evaluation=evaluation, steps=k, nfe=k, value=2.0 - scale / k, error=-scale / k,
+                      abs_error=scale / k + 1e-3, seconds=0.01 * k) for k in (1, 2, 4, 8)]
+    sigmas = [k / 8 for k in range(9)]
+    segment = dict(sigmas=sigmas, teacher_integral=list(teacher_integral), integral_error=list(integral_error),
+                   integral_abs_error=[abs(e) + 1e-2 for e in integral_error], state_error=[0.004] * 8,
+                   direction="likelihood")
+    return dict(student="/somewhere/checkpoints/f2d2-checkerboard", teacher="/somewhere/checkpoints/fm-checkerboard",
+                dataset="checkerboard", num_points=2000, unit="nats", reference_divergence="exact", rows=rows,
+                segments={"8-likelihood": segment}, sampling_path=[])
+
+
+def test_replot_redraws_the_figure_from_the_json_alone(tmp_path, monkeypatch):
+    """``--replot`` reads the JSON and writes the PNG, loading no model; the figure says what it compares and its
+    per-segment bars are readable (own axis scaled to them, values written out)."""
+    import matplotlib.figure
+
+    path = tmp_path / "calibration_checkerboard.json"
+    path.write_text(json.dumps(synthetic_report()))
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: (figures.append(fig), save(fig, *a, **k)))
+    monkeypatch.setattr(calibration, "torch", None)  # nothing that needs torch (a model) runs
+    calibration.main(calibration.parse_args(["--replot", str(path)]))
+    assert (tmp_path / "calibration_checkerboard.png").stat().st_size > 10_000
+    fig = figures[-1]
+    title = fig._suptitle.get_text()
+    for words in ("f2d2-checkerboard", "fm-checkerboard", "checkerboard test points", "2000", "reference", "dopri5"):
+        assert words in title, words
+    error_axis = fig.axes[2]
+    bars = [patch.get_height() for patch in error_axis.patches]
+    assert len(bars) == 8
+    low, high = error_axis.get_ylim()
+    # The largest bar covers a visible part of its own axis (on the integrals' scale it would be ~0.5%).
+    assert max(abs(b) for b in bars) / (high - low) > 0.05
+    ticks = " ".join(t.get_text() for t in error_axis.get_xticklabels())
+    assert "+0.0011" in ticks and "-0.0009" in ticks and "-6e-06" in ticks  # each segment's value is written out
+
+
+def test_replot_needs_no_checkpoint_arguments_but_a_run_does():
+    assert calibration.parse_args(["--replot", "a.json"]).replot == ["a.json"]
+    with pytest.raises(SystemExit):
+        calibration.parse_args(["--dataset", "digits"])

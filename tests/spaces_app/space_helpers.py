@@ -75,10 +75,10 @@ def tiny_registry(tmp_path, reference_options=FAST_REFERENCE):
     return ModelRegistry(
         [
             ModelSpec(DIGITS, pipeline_factory=tiny_digits_pipeline, teacher_factory=tiny_digits_teacher,
-                      reference_options=dict(reference_options)),
+                      reference_options=dict(reference_options), kind="image"),
             ModelSpec(POINTS, pipeline_factory=tiny_points_pipeline, teacher_factory=tiny_points_teacher,
-                      reference_options=dict(reference_options)),
-            ModelSpec(NO_TEACHER, pipeline_factory=tiny_points_pipeline),
+                      reference_options=dict(reference_options), kind="points"),
+            ModelSpec(NO_TEACHER, pipeline_factory=tiny_points_pipeline, kind="points"),
             ModelSpec(MISSING, source=str(tmp_path / "no-such-checkpoint"), teacher_source=str(tmp_path / "no-teacher"),
                       missing_hint="Train it first."),
         ]

@@ -222,7 +222,7 @@ def test_sample_vectors_and_limits(actions):
 
 
 def test_likelihood_same_point_for_every_method(actions, digit_png):
-    table, summary, preview, details = actions.likelihood(DIGITS, image=PIL.Image.open(digit_png), seed=3)
+    table, summary, preview, details = actions.likelihood(DIGITS, image=PIL.Image.open(digit_png), seed=3, reference=True)
     assert [r["nfe"] for r in details["results"]] == [1, 2, 4, 8]
     assert details["dimensions"] == 64 and details["num_levels"] == 17
     ref = details["reference"]
@@ -231,7 +231,7 @@ def test_likelihood_same_point_for_every_method(actions, digit_png):
         assert row[5] == pytest.approx(result["bits_per_dim"] - ref["bits_per_dim"], abs=1e-3)
     assert preview.size[0] >= 8
     # A second identical request reuses the cached reference.
-    assert actions.likelihood(DIGITS, image=PIL.Image.open(digit_png), seed=3)[3]["reference"]["cached"] is True
+    assert actions.likelihood(DIGITS, image=PIL.Image.open(digit_png), seed=3, reference=True)[3]["reference"]["cached"] is True
 
 
 def test_likelihood_matches_the_pipeline_called_directly(actions, digit_png):

@@ -8,7 +8,9 @@ import os
 import shutil
 
 import pytest
-from space_helpers import DIGITS
+from space_helpers import DIGITS, POINTS
+
+from content import EXPLAIN_PLOTS, LIKELIHOOD_EMPTY_TEXT, SAMPLE_EMPTY_TEXT
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +37,31 @@ def page(server):
             browser.close()
 
 
+def test_first_visit_explains_the_empty_panels(page, artifacts_dir):
+    """Before any run: each output panel says what will appear and which button fills it; no placeholder tables."""
+    summary = page.locator("#sample-summary")
+    summary.get_by_text("No samples yet").wait_for()
+    assert "Generate" in summary.inner_text()
+    assert not page.locator("#sample-table").is_visible()
+    page.locator("#sample-examples").wait_for(state="visible")
+    page.screenshot(path=str(artifacts_dir / "spaces_app_empty_sample.png"), full_page=True)
+    page.get_by_role("tab", name="Likelihood").click()
+    summary = page.locator("#likelihood-summary")
+    summary.get_by_text("Nothing scored yet").wait_for()
+    assert "Compute likelihood" in summary.inner_text()
+    assert not page.locator("#likelihood-table").is_visible()
+    # The slow reference solve is off until the visitor asks for it.
+    checkbox = page.locator("#likelihood-reference input[type=checkbox]")
+    checkbox.wait_for(state="visible")
+    assert not checkbox.is_checked()
+    page.locator("#likelihood-image-examples").wait_for(state="visible")
+    page.locator("#likelihood-point-examples").wait_for(state="visible")
+    page.screenshot(path=str(artifacts_dir / "spaces_app_empty_likelihood.png"), full_page=True)
+    assert SAMPLE_EMPTY_TEXT and LIKELIHOOD_EMPTY_TEXT
+
+
 def test_generate_then_score_an_uploaded_digit(page, digit_png, artifacts_dir):
+    page.reload()
     # Sample tab: the default model and settings, then Generate.
     page.get_by_role("button", name="Generate").click()
     summary = page.locator("#sample-summary")
@@ -44,6 +70,7 @@ def test_generate_then_score_an_uploaded_digit(page, digit_png, artifacts_dir):
     assert f"16 sample(s) from {DIGITS} in 2 network call(s)" in text
     assert "Mean log-likelihood" in text and "bits/dim" in text
     rows = page.locator("#sample-table tbody tr")
+    page.locator("#sample-table").wait_for(state="visible")  # the table is shown once the result is in
     assert rows.count() >= 1  # the table virtualises long lists; at least the first rows are rendered
     assert "log p (nats)" in page.locator("#sample-table").inner_text()
     page.screenshot(path=str(artifacts_dir / "spaces_app_sample.png"), full_page=True)
@@ -52,12 +79,14 @@ def test_generate_then_score_an_uploaded_digit(page, digit_png, artifacts_dir):
     page.get_by_role("tab", name="Likelihood").click()
     page.locator("#likelihood-image input[type=file]").set_input_files(str(digit_png))
     page.locator("#likelihood-image img").first.wait_for()
+    page.locator("#likelihood-reference input[type=checkbox]").check()  # opt in to the (here tiny) reference solve
     page.get_by_role("button", name="Compute likelihood").click()
     result = page.locator("#likelihood-summary")
     result.get_by_text("Result").wait_for()
     text = result.inner_text()
     assert "Inverted the grey levels" in text and "Resized from 96x96 to 8x8" in text
     assert "17 levels" in text and "bits/dim in 8 network calls" in text and "teacher's ODE gives" in text
+    page.locator("#likelihood-table").wait_for(state="visible")
     table = page.locator("#likelihood-table").inner_text()
     for method in ("F2D2, 1 step", "F2D2, 2 steps", "F2D2, 4 steps", "F2D2, 8 steps", "Teacher ODE"):
         assert method in table
@@ -69,6 +98,33 @@ def test_generate_then_score_an_uploaded_digit(page, digit_png, artifacts_dir):
     page.get_by_text("How F2D2 works").wait_for()
     page.get_by_text("Benchmark plots").first.wait_for()
     page.screenshot(path=str(artifacts_dir / "spaces_app_explain.png"), full_page=True)
+    # Each benchmark figure, whole, one screenshot apiece (to check them by eye).
+    thumbnails = page.locator("button.thumbnail-item")
+    assert thumbnails.count() >= len(EXPLAIN_PLOTS)
+    for i in range(len(EXPLAIN_PLOTS)):
+        thumbnails.nth(i).dispatch_event("click")  # (a wide preview image may lie over the thumbnail strip)
+        page.wait_for_timeout(500)
+        name = os.path.basename(EXPLAIN_PLOTS[i][0]).removesuffix(".png")
+        page.screenshot(path=str(artifacts_dir / f"spaces_app_explain_{name}.png"), full_page=True)
+
+
+def test_an_example_fills_the_inputs_and_scores(page, artifacts_dir):
+    """Click a ready-made 2-D example: the model and points are filled in; Compute likelihood scores them fast
+    (no reference solve by default)."""
+    page.reload()
+    page.get_by_role("tab", name="Likelihood").click()
+    page.locator("#likelihood-point-examples").get_by_text("12 checkerboard test points").click()
+    page.get_by_role("button", name="Compute likelihood").click()
+    result = page.locator("#likelihood-summary")
+    result.get_by_text("Result").wait_for()
+    text = result.inner_text()
+    assert "Read 12 point(s) of dimension 2" in text and "means over 12 points" in text
+    assert "tick" in text.lower()  # says how to add the reference
+    page.locator("#likelihood-table").wait_for(state="visible")
+    assert "F2D2, 8 steps" in page.locator("#likelihood-table").inner_text()
+    assert "Teacher ODE" not in page.locator("#likelihood-table").inner_text()
+    assert page.locator("#likelihood-model input").input_value() == POINTS
+    page.screenshot(path=str(artifacts_dir / "spaces_app_example_points.png"), full_page=True)
 
 
 def test_a_bad_request_shows_an_error_and_the_app_keeps_serving(page):

@@ -29,6 +29,9 @@ def test_both_endpoints_are_public(client):
     assert names == ["model", "num_steps", "seed", "batch_size", "teacher_steps"]
     names = [p["parameter_name"] for p in endpoints["/likelihood"]["parameters"]]
     assert names == ["model", "image", "sketch", "points", "points_file", "reference", "seed"]
+    # The slow teacher solve is opt-in for API callers too.
+    reference = next(p for p in endpoints["/likelihood"]["parameters"] if p["parameter_name"] == "reference")
+    assert reference["parameter_has_default"] and reference["parameter_default"] is False
     # Helpers (example buttons, the plot refresh) stay out of the API.
     assert not api["unnamed_endpoints"]
 
@@ -82,7 +85,7 @@ def test_likelihood_digit_upload(client, digit_png):
 
 def test_likelihood_points_text_and_file(client, tmp_path):
     table, summary, preview, details = client.predict(
-        model=POINTS, points="x1, x2\n0.5, -1\n1, 1\n", api_name="/likelihood"
+        model=POINTS, points="x1, x2\n0.5, -1\n1, 1\n", reference=True, api_name="/likelihood"
     )
     assert details["num_inputs"] == 2 and details["reference"]["nfe"] == 2
     path = tmp_path / "points.csv"
@@ -150,9 +153,12 @@ def test_python_app_py_serves_with_missing_checkpoints(tmp_path):
             pytest.fail("the app did not start within 90 s:\n" + (tmp_path / "server.log").read_text())
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         assert {"/sample", "/likelihood"} <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-        with pytest.raises(AppError, match=r"digits.*checkpoint is not available: no folder at .*no-digits"):
-            client.predict(model="digits (8x8, 17 grey levels)", api_name="/sample")
-        with pytest.raises(AppError, match="checkerboard.*not available"):
+        with pytest.raises(AppError, match=r"f2d2-digits.*checkpoint is not available: no folder at .*no-digits"):
+            client.predict(model="f2d2-digits (F2D2, 8x8 digits)", api_name="/sample")
+        with pytest.raises(AppError, match="f2d2-checkerboard.*not available"):
+            client.predict(model="f2d2-checkerboard (F2D2, 2-D checkerboard)", points="1, 2", api_name="/likelihood")
+        # The earlier names still work for old client code.
+        with pytest.raises(AppError, match="f2d2-checkerboard.*not available"):
             client.predict(model="checkerboard (2-D points)", points="1, 2", api_name="/likelihood")
     finally:
         process.terminate()
