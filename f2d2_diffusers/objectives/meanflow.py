@@ -57,7 +57,7 @@ def meanflow_f2d2_loss(
     divergence: str = "auto",
     num_probes: int = 1,
     step_fraction: float = 0.5,
-    step_distribution: str = "dyadic",
+    step_distribution: str = "logit_normal",
     max_level: int = 6,
     anchor_starts_to_grid: bool = True,
     logit_normal_mean: float = -0.4,

@@ -45,6 +45,8 @@ PACKAGE_CLASSES: Dict[str, str] = {
     "F2D2MLPModel": "f2d2_diffusers.models.mlp_f2d2",
     "FlowMatchingMLPModel": "f2d2_diffusers.models.mlp_flow_matching",
     "F2D2Scheduler": "f2d2_diffusers.schedulers.scheduling_f2d2",
+    "EnergySamplerPipeline": "f2d2_diffusers.pipelines.pipeline_energy_sampler",
+    "EnergySamplerMLPModel": "f2d2_diffusers.models.mlp_sampler",
 }
 
 #: Shown when a shim runs without the package installed.

@@ -29,13 +29,8 @@ from ..sampler_sde import VPCosineSchedule, gaussian_log_prob
 from ..schedulers import F2D2Scheduler
 from ..schedulers.interop import FLOW_MAP_SCHEDULERS, as_f2d2_scheduler
 from ..targets import EnergyTarget, load_target
-from . import diffusers_loading
 from .diffusers_loading import PackageLoadingMixin
 
-# The loading shims (``diffusers_loading``) look classes up by name; the sampler's classes are registered here, next to
-# their definition, so that ``hub.make_diffusers_loadable`` and ``PackageLoadingMixin`` know them.
-diffusers_loading.PACKAGE_CLASSES.setdefault("EnergySamplerPipeline", __name__)
-diffusers_loading.PACKAGE_CLASSES.setdefault("EnergySamplerMLPModel", EnergySamplerMLPModel.__module__)
 
 #: ``volume=`` choices: the model's divergence method for the log-volume terms ``A_k``.
 VOLUMES = ("auto", "exact", "hutchinson", "logdet")
