@@ -92,11 +92,15 @@ def hutchinson_probes(sample: torch.Tensor, num_probes: int, probe: str = "radem
     if num_probes < 1:
         raise ValueError(f"num_probes must be >= 1, got {num_probes}")
     shape = (num_probes, *sample.shape)
+    # Drawn where the generator lives (a CPU generator cannot fill a CUDA tensor), then moved to the sample.
+    where = generator.device if generator is not None else sample.device
     if probe == "rademacher":
-        return torch.randint(0, 2, shape, generator=generator, device=sample.device).to(sample.dtype) * 2 - 1
-    if probe == "gaussian":
-        return torch.randn(shape, generator=generator, device=sample.device, dtype=sample.dtype)
-    raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
+        draws = torch.randint(0, 2, shape, generator=generator, device=where).to(sample.dtype) * 2 - 1
+    elif probe == "gaussian":
+        draws = torch.randn(shape, generator=generator, device=where, dtype=sample.dtype)
+    else:
+        raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
+    return draws.to(sample.device)
 
 
 def velocity_and_divergence(fn: Callable, sample: torch.Tensor, method: str, num_probes: int = 1, generator=None):

@@ -14,6 +14,7 @@ the paper's noise time ``tau``. Generation goes down in ``sigma``; a step of siz
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -26,6 +27,12 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std) -> torch.Tensor:
     z = (x - mean) / std
     return (-0.5 * z**2 - torch.log(std).expand_as(z) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
+
+
+def check_prior_clip(clip) -> None:
+    """A clip of 0 or below would collapse every prior draw onto one point and give a finite, wrong log Z."""
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip) or clip <= 0):
+        raise ValueError(f"prior_clip must be None or a finite number > 0 (in prior standard deviations), got {clip!r}")
 
 @dataclass
 class VPCosineSchedule:
@@ -49,13 +56,14 @@ class VPCosineSchedule:
         """``log N(x; 0, prior_scale^2 I)`` per sample."""
         return gaussian_log_prob(x, torch.zeros_like(x), self.prior_scale)
 
-    def sample_prior(self, shape, generator=None, device=None, dtype=torch.float32, clip: float = 4.0) -> torch.Tensor:
+    def sample_prior(self, shape, generator=None, device=None, dtype=torch.float32, clip: Optional[float] = 4.0) -> torch.Tensor:
         """Prior draws, clipped to ``+-clip * prior_scale`` as the reference code does (the prior density is then
-        evaluated at the clipped point)."""
+        evaluated at the clipped point, a bias of order ``P(|eps| > clip)``); ``clip=None`` draws the exact prior."""
         from diffusers.utils.torch_utils import randn_tensor
 
+        check_prior_clip(clip)
         x = randn_tensor(tuple(shape), generator=generator, device=device, dtype=dtype) * self.prior_scale
-        return x.clamp(-clip * self.prior_scale, clip * self.prior_scale)
+        return x if clip is None else x.clamp(-clip * self.prior_scale, clip * self.prior_scale)
 
     def _coeffs(self, sigma, x):
         beta = torch.as_tensor(self.beta(torch.as_tensor(sigma, dtype=x.dtype, device=x.device)))

@@ -85,7 +85,7 @@ def parse_args(argv=None):
     meanflow.add_argument("--adaptive_weight_eps", type=float, default=1e-3, help="eps of the adaptive loss weight.")
     f2d2.add_argument("--trajectory_weight", type=float, default=0.0,
                       help="Weight of direct supervision on cached teacher ODE paths (the segments of the 1/2/4/8-step "
-                           "grids; docs/method.md 5.3), added to the Shortcut-F2D2 loss. 0: off. Needs a teacher.")
+                           "grids; docs/method.md 5.3), added (plain MSE) to the objective's loss. 0: off. Needs a teacher.")
     f2d2.add_argument("--trajectory_samples", type=int, default=2000,
                       help="Training examples whose teacher paths are computed once (dopri5) for --trajectory_weight.")
     f2d2.add_argument("--trajectory_draws", type=int, default=2,

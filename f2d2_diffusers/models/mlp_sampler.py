@@ -31,6 +31,7 @@ import torch.nn as nn
 from diffusers import ModelMixin  # noqa: F401  (diffusers finds the loading class by name here)
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
+from ..divergence import hutchinson_probes
 from ..flow_map import TIMESTEP_SCALE
 from ..sampler_sde import VPCosineSchedule
 from .modeling_outputs import F2D2ModelOutput
@@ -183,8 +184,7 @@ class EnergySamplerMLPModel(ModelMixin, ConfigMixin):
                 u = self.velocity(x, sigma, delta, score(x))
                 keep = create_graph and outer_grad
                 if divergence == "hutchinson":
-                    v = probe if probe is not None else (
-                        torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1)
+                    v = probe if probe is not None else hutchinson_probes(x, 1, generator=generator)[0]
                     (g,) = torch.autograd.grad(u, x, grad_outputs=v, create_graph=keep, retain_graph=True)
                     D = (g * v).sum(1)
                     jacobian_sq = (g**2).mean(1)

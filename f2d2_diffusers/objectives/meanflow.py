@@ -73,7 +73,8 @@ def meanflow_f2d2_loss(
     derivatives taken with the end ``s + h`` fixed (:func:`total_derivative_along_flow`). ``v`` and ``div v`` are the
     teacher's (exact or Hutchinson divergence); without a teacher ``v = eps - x_data`` and ``div v`` is the Hutchinson
     divergence (exact or Hutchinson) of the model's own ``u(., s, 0)``. Each sample's error is divided by ``sg(error + eps)^p`` (MeanFlow's
-    adaptive weight; ``adaptive_weight_power = 0`` switches it off).
+    adaptive weight, here on the per-dimension error, so ``eps`` means the same at any resolution;
+    ``adaptive_weight_power = 0`` switches it off).
 
     Args:
         model: the joint flow map being trained (may be wrapped by DDP; it gets one ordinary forward pass).
@@ -96,6 +97,8 @@ def meanflow_f2d2_loss(
     batch_size, num_dims = batch.shape[0], batch[0].numel()
     divergence = resolve_divergence_method(divergence, num_dims)
     num_steps = int(round(batch_size * step_fraction))
+    if 0 < step_fraction < 1 and batch_size > 1:
+        num_steps = min(max(num_steps, 1), batch_size - 1)  # both parts present, as in shortcut_f2d2_loss
     num_tangent = batch_size - num_steps
     device, dtype = batch.device, batch.dtype
 
@@ -124,7 +127,8 @@ def meanflow_f2d2_loss(
             _, velocity_divergence = velocity_and_divergence(
                 lambda z: evaluate_velocity(target_model, z, sigma), x, divergence, num_probes, generator
             )
-        _, _, du, d_divergence = total_derivative_along_flow(target_model, x, sigma, h, velocity)
+        # Under autocast the teacher may answer in a lower precision than the primal the tangent belongs to.
+        _, _, du, d_divergence = total_derivative_along_flow(target_model, x, sigma, h, velocity.to(x.dtype))
         u_target = (velocity + broadcast_to_sample(h, x) * du).float()
         divergence_target = (velocity_divergence + h * d_divergence).float()
 

@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 from diffusers.utils import BaseOutput
 
+from ..divergence import hutchinson_probes
 from ..flow_map import TIMESTEP_SCALE, unwrap_model
 from ..sampler_sde import gaussian_log_prob
 
@@ -53,7 +54,7 @@ class EnergySamplerLossOutput(BaseOutput):
 
 
 def _rademacher(shape, generator, device, dtype):
-    return torch.randint(0, 2, shape, generator=generator, device=device).to(dtype) * 2 - 1
+    return hutchinson_probes(torch.empty(shape, device=device, dtype=dtype), 1, generator=generator)[0]
 
 
 def rollout_kl(model, target, batch_size: int, num_steps: int = 128, generator: Optional[torch.Generator] = None,

@@ -25,7 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..flow_map import TIMESTEP_SCALE, integrate_flow_map, is_flow_map_model, unwrap_model
 from ..models.mlp_sampler import EnergySamplerMLPModel
-from ..sampler_sde import VPCosineSchedule, gaussian_log_prob
+from ..sampler_sde import VPCosineSchedule, check_prior_clip, gaussian_log_prob
 from ..schedulers import F2D2Scheduler
 from ..schedulers.interop import FLOW_MAP_SCHEDULERS, as_f2d2_scheduler
 from ..targets import EnergyTarget, load_target
@@ -59,6 +59,12 @@ class EnergySamplerPipelineOutput(BaseOutput):
 def importance_summary(log_weights: torch.Tensor):
     """``(log_Z, elbo, ess)`` from importance log-weights (float64 reductions)."""
     lw = log_weights.double()
+    bad = int((~torch.isfinite(lw)).sum())
+    if bad:
+        # A NaN or +inf weight would make log Z, ELBO and ESS NaN/inf; -inf ones are samples outside the support.
+        if bool(torch.isnan(lw).any() | (lw == float("inf")).any()):
+            raise ValueError(f"{bad} of {lw.numel()} importance log-weights are NaN or +inf (the map or the target "
+                             "returned non-finite values); no log Z can be formed")
     n = lw.numel()
     log_z = float(torch.logsumexp(lw, 0) - math.log(n))
     ess = float(torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0)))
@@ -141,12 +147,19 @@ class EnergySamplerPipeline(PackageLoadingMixin, DiffusionPipeline):
     def _prior(self, batch_size, generator, prior_clip):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        schedule = self.noise_schedule
-        x = randn_tensor((batch_size, self.target.dim), generator=generator, device=self._execution_device,
-                         dtype=self.model.dtype) * schedule.prior_scale
-        if prior_clip is not None:
-            x = x.clamp(-prior_clip * schedule.prior_scale, prior_clip * schedule.prior_scale)
-        return x
+        return self.noise_schedule.sample_prior((batch_size, self.target.dim), generator=generator,
+                                                device=self._execution_device, dtype=self.model.dtype, clip=prior_clip)
+
+    def _latents(self, latents, batch_size):
+        if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
+            raise ValueError(f"latents must be a floating-point torch.Tensor, got {getattr(latents, 'dtype', type(latents).__name__)}")
+        if latents.ndim != 2 or latents.shape[1] != self.target.dim or latents.shape[0] < 1:
+            raise ValueError(f"latents must have shape (batch, {self.target.dim}), got {tuple(latents.shape)}")
+        if batch_size not in (1, latents.shape[0]):
+            raise ValueError(f"batch_size={batch_size} does not match latents with batch {latents.shape[0]}")
+        if not torch.isfinite(latents).all():
+            raise ValueError("latents contain NaN or infinite values")
+        return latents.to(self._execution_device, self.model.dtype)
 
     def _scheduler(self, num_inference_steps, direction="sample") -> F2D2Scheduler:
         scheduler = as_f2d2_scheduler(self.scheduler)
@@ -195,8 +208,8 @@ class EnergySamplerPipeline(PackageLoadingMixin, DiffusionPipeline):
             [`EnergySamplerPipelineOutput`] or ``(samples, log_weights, log_Z, elbo, ess, nfe)``.
         """
         self._check_volume(volume)
-        x0 = self._prior(batch_size, generator, prior_clip) if latents is None else latents.to(
-            self._execution_device, self.model.dtype)
+        check_prior_clip(prior_clip)
+        x0 = self._prior(batch_size, generator, prior_clip) if latents is None else self._latents(latents, batch_size)
         scheduler = self._scheduler(num_inference_steps)
         scored = _ScoredMap(self.model, self.target, volume, generator)
         with self.progress_bar(total=scheduler.num_inference_steps) as progress_bar:

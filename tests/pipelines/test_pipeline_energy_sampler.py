@@ -101,6 +101,27 @@ def test_tuple_output_and_bad_arguments():
         EnergySamplerPipeline(model=pipe.model, scheduler=F2D2Scheduler())
     with pytest.raises(ValueError, match="3-D"):
         EnergySamplerPipeline(model=EnergySamplerMLPModel(sample_size=2), scheduler=F2D2Scheduler(), target=target)
+    # A clip of 0 (or below) would put every prior draw on one point and give a finite, wrong log Z.
+    for clip in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="prior_clip"):
+            pipe(batch_size=4, prior_clip=clip)
+    with pytest.raises(ValueError, match="prior_clip"):
+        pipe.euler_maruyama(batch_size=4, prior_clip=0.0)
+    for latents, match in [(torch.zeros(4, 2), "shape"), (torch.zeros(4, 3, dtype=torch.long), "floating-point"),
+                           (torch.full((4, 3), float("nan")), "NaN")]:
+        with pytest.raises(ValueError, match=match):
+            pipe(latents=latents)
+    with pytest.raises(ValueError, match="batch_size"):
+        pipe(batch_size=3, latents=torch.zeros(4, 3))
+
+
+def test_non_finite_weights_are_refused_not_averaged():
+    from f2d2_diffusers.pipelines.pipeline_energy_sampler import importance_summary
+
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        importance_summary(torch.tensor([0.0, float("nan"), 1.0]))
+    log_z, _, ess = importance_summary(torch.tensor([0.0, float("-inf")]))  # a sample outside the support: weight 0
+    assert abs(log_z - math.log(0.5)) < 1e-12 and abs(ess - 1.0) < 1e-12
 
 
 def tiny_sampler(target="gmm40"):
