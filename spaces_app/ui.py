@@ -246,6 +246,7 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
                             with gr.Tab("2-D points"):
                                 l_points = gr.Textbox(
                                     value="", label="Points (CSV: one point per line)", lines=6, placeholder="x1, x2\n0.5, -1.2\n1.5, 2.0",
+                                    elem_id="likelihood-points",
                                 )
                                 l_points_file = gr.File(label="…or a .csv / .npy file", file_types=[".csv", ".npy", ".txt"], height=120)
                                 l_example_points = gr.Button("Use example checkerboard points", size="sm")

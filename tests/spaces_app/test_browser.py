@@ -114,6 +114,10 @@ def test_an_example_fills_the_inputs_and_scores(page, artifacts_dir):
     page.reload()
     page.get_by_role("tab", name="Likelihood").click()
     page.locator("#likelihood-point-examples").get_by_text("12 checkerboard test points").click()
+    # The example fills the inputs asynchronously: under load a click on Compute could otherwise send the old ones.
+    from playwright.sync_api import expect
+
+    expect(page.locator("#likelihood-model input")).to_have_value(POINTS, timeout=60_000)
     page.get_by_role("button", name="Compute likelihood").click()
     result = page.locator("#likelihood-summary")
     result.get_by_text("Result").wait_for()
