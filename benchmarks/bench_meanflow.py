@@ -239,6 +239,7 @@ def plot(dataset, report, output_dir):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=method)
     ax.axhline(rows[0][key], color="grey", ls=":", label="data (other split)")
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
     ax.set_xlabel("network passes (guidance: forward + backward)")
     ax.set_ylabel(key)
     ax.set_title(f"{dataset}: sample quality ({report['num_samples']} samples)")
