@@ -25,7 +25,8 @@ SPACE_FILES = tuple(sorted(p.name for p in APP_DIR.glob("*.py") if p.name != Pat
     "README.md",
     "requirements.txt",
 )
-CHECKPOINTS = ("f2d2-digits", "fm-digits", "f2d2-checkerboard", "fm-checkerboard")
+CHECKPOINTS = ("f2d2-digits", "fm-digits", "f2d2-checkerboard", "fm-checkerboard", "f2d2-meanflow-digits",
+               "f2d2-meanflow-checkerboard")
 CHECKPOINT_PARTS = ("model_index.json", "README.md", "unet", "scheduler")
 
 

@@ -215,6 +215,12 @@ def _shipped(folder: str) -> str:
 #: The shipped models' names in the UI and the API (their checkpoints' folder names, then what they are).
 DIGITS_MODEL_NAME = "f2d2-digits (F2D2, 8x8 digits)"
 CHECKERBOARD_MODEL_NAME = "f2d2-checkerboard (F2D2, 2-D checkerboard)"
+#: MeanFlow-F2D2 checkpoints (issue 12): listed after the calibrated Shortcut-F2D2 ones, which stay the defaults.
+MEANFLOW_MODEL_NAMES = {
+    "f2d2-meanflow-digits": ("f2d2-meanflow-digits (MeanFlow-F2D2, 8x8 digits, not calibrated)", "fm-digits", "image"),
+    "f2d2-meanflow-checkerboard": (
+        "f2d2-meanflow-checkerboard (MeanFlow-F2D2, 2-D checkerboard, not calibrated)", "fm-checkerboard", "points"),
+}
 
 
 def default_registry() -> ModelRegistry:
@@ -238,6 +244,11 @@ def default_registry() -> ModelRegistry:
             aliases=("checkerboard (2-D points)",),
         ),
     ]
+    for folder, (name, teacher, kind) in MEANFLOW_MODEL_NAMES.items():
+        specs.append(ModelSpec(
+            name=name, source=_shipped(folder), teacher_source=_shipped(teacher), kind=kind,
+            missing_hint="Train it with training/train_f2d2.py --objective meanflow (see README.md).",
+        ))
     extra = env("F2D2_EXTRA_MODEL")
     if extra:
         specs.append(

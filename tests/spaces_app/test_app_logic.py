@@ -180,7 +180,7 @@ def test_default_registry_loads_an_extra_model_from_the_environment(tmp_path, mo
     monkeypatch.setenv("F2D2_EXTRA_MODEL_NAME", "my model")
     monkeypatch.setenv("F2D2_DIGITS_MODEL", str(tmp_path / "no-digits"))
     registry = default_registry()
-    assert registry.names[-1] == "my model" and len(registry.names) == 3
+    assert registry.names[-1] == "my model" and len(registry.names) == 5  # 2 Shortcut-F2D2, 2 MeanFlow-F2D2, the extra
     assert "ready" in registry.status("my model")
     assert "missing" in registry.status(registry.names[0])
     actions = DemoActions(registry)

@@ -16,7 +16,7 @@ require_demo_dependencies()
 import content  # noqa: E402
 from actions import DemoActions  # noqa: E402
 from inputs import EXAMPLE_IMAGES, parse_points  # noqa: E402
-from registry import CHECKERBOARD_MODEL_NAME, DIGITS_MODEL_NAME, default_registry  # noqa: E402
+from registry import CHECKERBOARD_MODEL_NAME, DIGITS_MODEL_NAME, MEANFLOW_MODEL_NAMES, default_registry  # noqa: E402
 from ui import build_demo, likelihood_examples, sample_examples  # noqa: E402
 
 from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels  # noqa: E402
@@ -82,7 +82,8 @@ def test_model_choices_are_names_mapped_to_existing_checkpoints(monkeypatch):
                      "F2D2_CHECKERBOARD_TEACHER", "F2D2_EXTRA_MODEL"):
         monkeypatch.delenv(variable, raising=False)
     registry = default_registry()
-    assert registry.names == [DIGITS_MODEL_NAME, CHECKERBOARD_MODEL_NAME]
+    meanflow = [name for name, _, _ in MEANFLOW_MODEL_NAMES.values()]
+    assert registry.names == [DIGITS_MODEL_NAME, CHECKERBOARD_MODEL_NAME, *meanflow]
     demo = build_demo(registry)  # lazy: builds without loading a model
     dropdowns = components(demo, "dropdown")
     assert set(dropdowns) == {"sample-model", "likelihood-model"}
@@ -95,8 +96,9 @@ def test_model_choices_are_names_mapped_to_existing_checkpoints(monkeypatch):
             assert not Path(name).exists()
     # Each name maps to a shipped checkpoint folder (and its teacher) inside the repository.
     for name, folder, teacher in ((DIGITS_MODEL_NAME, "f2d2-digits", "fm-digits"),
-                                  (CHECKERBOARD_MODEL_NAME, "f2d2-checkerboard", "fm-checkerboard")):
-        assert name.startswith(folder + " (F2D2, ")
+                                  (CHECKERBOARD_MODEL_NAME, "f2d2-checkerboard", "fm-checkerboard"),
+                                  *((name, folder, teacher) for folder, (name, teacher, _) in MEANFLOW_MODEL_NAMES.items())):
+        assert name.startswith(folder + " (")
         spec = registry.spec(name)
         assert Path(spec.source).resolve() == (REPO_ROOT / "checkpoints" / folder).resolve()
         assert (Path(spec.source) / "model_index.json").is_file()
