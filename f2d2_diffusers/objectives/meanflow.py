@@ -6,9 +6,10 @@ from typing import Optional
 import torch
 from diffusers.utils import BaseOutput
 
-from ..divergence import resolve_divergence_method, velocity_and_divergence
-from ..flow_map import broadcast_to_sample, evaluate_flow_map, evaluate_velocity, interpolant
+from ..divergence import resolve_divergence_method
+from ..flow_map import broadcast_to_sample, evaluate_flow_map, interpolant
 from .steps import STEP_DISTRIBUTIONS, check_directions, continuous_steps, dyadic_steps
+from .tangent import velocity_targets
 
 
 @dataclass
@@ -117,16 +118,10 @@ def meanflow_f2d2_loss(
     h = torch.cat([torch.zeros_like(sigma_t), h_s])
     x = interpolant(batch, noise, sigma)
 
+    velocity, velocity_divergence = velocity_targets(
+        teacher, target_model, x, sigma, noise, batch, divergence, num_probes, generator
+    )
     with torch.no_grad():
-        if teacher is not None:
-            velocity, velocity_divergence = velocity_and_divergence(
-                lambda z: evaluate_velocity(teacher, z, sigma), x, divergence, num_probes, generator
-            )
-        else:
-            velocity = noise - batch
-            _, velocity_divergence = velocity_and_divergence(
-                lambda z: evaluate_velocity(target_model, z, sigma), x, divergence, num_probes, generator
-            )
         # Under autocast the teacher may answer in a lower precision than the primal the tangent belongs to.
         _, _, du, d_divergence = total_derivative_along_flow(target_model, x, sigma, h, velocity.to(x.dtype))
         u_target = (velocity + broadcast_to_sample(h, x) * du).float()

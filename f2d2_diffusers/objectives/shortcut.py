@@ -9,6 +9,7 @@ from diffusers.utils import BaseOutput
 from ..divergence import resolve_divergence_method, velocity_and_divergence
 from ..flow_map import broadcast_to_sample, evaluate_flow_map, evaluate_velocity, flow_map_step, interpolant
 from .steps import check_directions, dyadic_steps
+from .tangent import velocity_targets
 
 
 @dataclass
@@ -101,16 +102,9 @@ def shortcut_f2d2_loss(
     data_d, noise_d = batch[:num_diagonal], noise[:num_diagonal]
     sigma_d = uniform(num_diagonal)
     x_d = interpolant(data_d, noise_d, sigma_d)
-    with torch.no_grad():
-        if teacher is not None:
-            u_target_d, div_target_d = velocity_and_divergence(
-                lambda z: evaluate_velocity(teacher, z, sigma_d), x_d, divergence, num_probes, generator
-            )
-        else:
-            u_target_d = noise_d - data_d
-            _, div_target_d = velocity_and_divergence(
-                lambda z: evaluate_velocity(target_model, z, sigma_d), x_d, divergence, num_probes, generator
-            )
+    u_target_d, div_target_d = velocity_targets(
+        teacher, target_model, x_d, sigma_d, noise_d, data_d, divergence, num_probes, generator
+    )
 
     # Bootstrap part: dyadic steps, targets from two half steps.
     sigma_b, h_b, levels = dyadic_steps(

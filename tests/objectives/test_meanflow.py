@@ -1,28 +1,10 @@
 import pytest
 import torch
 
-from analytic import GaussianFlowMap, GaussianVelocity, gaussian_params
+from analytic import GaussianFlowMap, PerturbedFlowMap
 from f2d2_diffusers import meanflow_f2d2_loss
 from f2d2_diffusers.objectives.meanflow import total_derivative_along_flow
 from testing_utils import randomise_new_layers, tiny_unet_config
-
-
-class OffsetDivergenceMap(GaussianFlowMap):
-    """The exact map with its average divergence off by 0.5 per dimension wherever ``h != 0``."""
-
-    def forward(self, sample, timestep, step=0.0, return_dict=True):
-        out = super().forward(sample, timestep, step)
-        step = torch.as_tensor(step, dtype=sample.dtype).expand(sample.shape[0])
-        out.divergence = out.divergence + 0.5 * sample.shape[1] * (step != 0)
-        return out
-
-
-@pytest.fixture
-def gaussian_batch():
-    params = gaussian_params((4,))
-    teacher = GaussianVelocity(**params)
-    batch = teacher.mean + teacher.std * torch.randn(64, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    return params, teacher, batch
 
 
 @pytest.mark.parametrize("directions", ["both", "forward"])
@@ -40,7 +22,7 @@ def test_the_exact_flow_map_is_a_fixed_point_of_meanflow_f2d2(gaussian_batch, di
 def test_a_wrong_divergence_is_not_a_fixed_point(gaussian_batch):
     params, teacher, batch = gaussian_batch
     out = meanflow_f2d2_loss(
-        OffsetDivergenceMap(**params), batch, generator=torch.Generator().manual_seed(0), teacher=teacher,
+        PerturbedFlowMap(**params), batch, generator=torch.Generator().manual_seed(0), teacher=teacher,
         divergence="exact", step_fraction=0.5,
     )
     # The offset is constant in (x, s, h), so the JVP target is the exact D: error 0.5 per dimension, squared.

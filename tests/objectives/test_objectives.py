@@ -1,26 +1,8 @@
 import pytest
 import torch
 
-from analytic import GaussianFlowMap, GaussianVelocity, gaussian_params
+from analytic import GaussianFlowMap, GaussianVelocity, PerturbedFlowMap
 from f2d2_diffusers import flow_matching_loss, shortcut_f2d2_loss
-
-
-class PerturbedFlowMap(GaussianFlowMap):
-    """The exact map with a small error in its average divergence at non-zero steps."""
-
-    def forward(self, sample, timestep, step=0.0, return_dict=True):
-        out = super().forward(sample, timestep, step)
-        step = torch.as_tensor(step, dtype=sample.dtype).expand(sample.shape[0])
-        out.divergence = out.divergence + 0.5 * sample.shape[1] * (step != 0)
-        return out
-
-
-@pytest.fixture
-def gaussian_batch():
-    params = gaussian_params((4,))
-    teacher = GaussianVelocity(**params)
-    batch = teacher.mean + teacher.std * torch.randn(64, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    return params, teacher, batch
 
 
 @pytest.mark.parametrize("directions", ["both", "forward"])
