@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from f2d2_diffusers.calibration import likelihood_score, likelihood_score_unit
 from f2d2_diffusers.data import load_test_split
-from f2d2_diffusers.evaluation.reports import benchmark_paths, require_folders, timed, write_json
+from f2d2_diffusers.evaluation.reports import benchmark_paths, redraw_from_json, require_folders, timed, write_json
 
 PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
 #: Data sets with shipped checkpoints, in run order (digits, checkerboard).
@@ -503,9 +503,7 @@ def plot(report, path):
 
 def plot_from_json(json_path, png_path=None) -> str:
     """Redraw ``likelihood_<dataset>.png`` from its JSON (default: the ``.png`` beside it); nothing is measured."""
-    json_path = Path(json_path)
-    plot(json.loads(json_path.read_text()), str(png_path or json_path.with_suffix(".png")))
-    return str(png_path or json_path.with_suffix(".png"))
+    return redraw_from_json(json_path, plot, png_path)
 
 
 def print_summary(report):

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from f2d2_diffusers.calibration import likelihood_score
 from f2d2_diffusers.data import load_test_split
-from f2d2_diffusers.evaluation.reports import benchmark_paths, require_folders, timed, write_json
+from f2d2_diffusers.evaluation.reports import benchmark_paths, redraw_from_json, require_folders, timed, write_json
 
 PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
 #: Data sets with shipped checkpoints, in run order (digits, checkerboard).
@@ -376,9 +376,7 @@ def plot_report(report, path, scores=None) -> str:
 
 def plot_from_json(json_path, png_path=None) -> str:
     """Redraw the figure of a written ``ood_<dataset>.json`` (default: the ``.png`` beside it)."""
-    json_path = Path(json_path)
-    report = json.loads(json_path.read_text())
-    return plot_report(report, png_path or json_path.with_suffix(".png"))
+    return redraw_from_json(json_path, plot_report, png_path)
 
 
 def main(args):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from f2d2_diffusers.data import EMBEDDED_DATASETS, load_test_split
-from f2d2_diffusers.evaluation.reports import benchmark_paths, require_folders, write_json
+from f2d2_diffusers.evaluation.reports import benchmark_paths, redraw_from_json, require_folders, write_json
 
 PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
 GRIDS = (1, 2, 4, 8)
@@ -223,9 +223,7 @@ def plot_report(report, path) -> str:
 
 def plot_from_json(json_path, png_path=None) -> str:
     """Redraw the figure of a written ``calibration_<dataset>.json`` (default: the ``.png`` beside it); no model runs."""
-    json_path = Path(json_path)
-    report = json.loads(json_path.read_text())
-    return plot_report(report, png_path or json_path.with_suffix(".png"))
+    return redraw_from_json(json_path, plot_report, png_path)
 
 
 if __name__ == "__main__":

@@ -80,3 +80,16 @@ def write_json(path: Union[str, os.PathLike], payload: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)
+
+
+def redraw_from_json(json_path: Union[str, os.PathLike], plot: Callable[[dict, str], object], png_path=None) -> str:
+    """Redraw a benchmark's figure with ``plot(report, png_path)`` from the JSON report it wrote; nothing is measured.
+
+    ``png_path`` defaults to the ``.png`` beside the JSON. Returns the PNG's path.
+    """
+    json_path = os.fspath(json_path)
+    png_path = os.fspath(png_path) if png_path else os.path.splitext(json_path)[0] + ".png"
+    with open(json_path, encoding="utf-8") as f:
+        report = json.load(f)
+    plot(report, png_path)
+    return png_path
