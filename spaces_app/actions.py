@@ -1,4 +1,5 @@
-"""The Space's two actions, behind the UI and the ``/sample`` and ``/likelihood`` API endpoints."""
+"""The Space's two model actions, behind the UI and the ``/sample`` and ``/likelihood`` API endpoints (the Energy
+sampler tab's is in ``sampler_actions``)."""
 
 import hashlib
 import json
@@ -15,10 +16,13 @@ from f2d2_diffusers import dequantize, reference_log_likelihood, resolve_diverge
 from f2d2_diffusers.dequantization import NonFiniteError
 
 from content import (
-    LIKELIHOOD_STEPS, MAX_IMAGE_BATCH, MAX_SAMPLE_STEPS, MAX_SEED, MAX_TEACHER_STEPS, MAX_VECTOR_BATCH, REFERENCE_DEFAULT,
+    LIKELIHOOD_STEPS, MAX_GUIDANCE_SCALE, MAX_GUIDANCE_STEPS, MAX_IMAGE_BATCH, MAX_SAMPLE_STEPS, MAX_SEED,
+    MAX_TEACHER_STEPS, MAX_VECTOR_BATCH, REFERENCE_DEFAULT,
 )
 from errors import InputError, ModelUnavailable
-from inputs import load_points_file, parse_points, pick_image, prepare_image, uploaded_file_path, whole_number
+from inputs import (
+    load_points_file, parse_points, pick_image, prepare_image, real_number, uploaded_file_path, whole_number,
+)
 from registry import ModelRegistry, pipeline_sample_shape
 from render import render_image_grid, render_levels, render_scatter, shared_limits
 
@@ -64,8 +68,15 @@ class DemoActions:
 
     # -- sampling ---------------------------------------------------------------------------------------------
 
-    def sample(self, model: str, num_steps: int = 1, seed: int = 0, batch_size: int = 16, teacher_steps: int = 0):
+    def sample(
+        self, model: str, num_steps: int = 1, seed: int = 0, batch_size: int = 16, teacher_steps: int = 0,
+        ml_guidance_scale: float = 0.0, ml_guidance_steps: int = 1,
+    ):
         """Few-step samples with the log-likelihood of each, optionally beside the teacher's Euler samples.
+
+        ``ml_guidance_scale > 0`` first moves the noise by ``ml_guidance_steps`` maximum-likelihood self-guidance
+        steps (noise standard deviations per step; one forward and one backward pass each); the teacher, if any,
+        starts from the unguided noise.
 
         Returns:
             ``(grid, table, summary, details, teacher_image)``: the samples as a captioned grid (images) or a
@@ -76,6 +87,8 @@ class DemoActions:
         seed = whole_number(seed, "Seed", 0, MAX_SEED)
         batch_size = whole_number(batch_size, "Batch size", 1, MAX_VECTOR_BATCH)
         teacher_steps = whole_number(teacher_steps, "Teacher steps", 0, MAX_TEACHER_STEPS)
+        guidance = real_number(ml_guidance_scale, "Self-guidance scale", 0.0, MAX_GUIDANCE_SCALE)
+        guidance_steps = whole_number(ml_guidance_steps, "Guidance steps", 1, MAX_GUIDANCE_STEPS)
         pipe = self.registry.pipeline(model)
         shape = pipeline_sample_shape(pipe)
         is_image = len(shape) == 3
@@ -92,7 +105,8 @@ class DemoActions:
         noise = torch.randn((batch_size, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
         noise = noise.to(device=pipe.device, dtype=pipe.unet.dtype)
         start = time.perf_counter()
-        out = pipe(latents=noise, num_inference_steps=num_steps, output_type="np")
+        out = pipe(latents=noise, num_inference_steps=num_steps, output_type="np", ml_guidance_scale=guidance,
+                   ml_guidance_steps=guidance_steps)
         seconds = time.perf_counter() - start
         log_prob = out.log_prob.float().cpu().numpy()
         bpd = out.bits_per_dim.float().cpu().numpy()
@@ -122,7 +136,8 @@ class DemoActions:
             headers = ["sample", "log p (nats)", "bits/dim"]
         else:
             points = np.asarray(out.images)
-            grid = render_scatter(points, log_prob, f"F2D2, {num_steps} step(s): {batch_size} samples", limits=limits)
+            guided = f", self-guidance {guidance:g} x {guidance_steps}" if guidance else ""
+            grid = render_scatter(points, log_prob, f"F2D2, {num_steps} step(s){guided}: {batch_size} samples", limits=limits)
             table = [
                 [i, *[_round(v, 3) for v in points[i][:2]], _round(lp, 3), _round(b, 3)]
                 for i, (lp, b) in enumerate(zip(log_prob, bpd))
@@ -131,7 +146,9 @@ class DemoActions:
 
         scale = f"on the {num_levels}-level scale" if num_levels else "of the continuous density"
         summary = [
-            f"**{batch_size} sample(s)** from `{model}` in **{out.nfe} network call(s)**, {seconds:.2f} s.",
+            f"**{batch_size} sample(s)** from `{model}` in **{out.nfe} network call(s)**, {seconds:.2f} s."
+            + (f" That is {num_steps} sampling call(s) plus {out.nfe - num_steps} for {guidance_steps} "
+               f"self-guidance step(s) of scale {guidance:g} (a forward and a backward pass each)." if guidance else ""),
             f"Mean log-likelihood **{log_prob.mean():.2f} nats** per sample ({bpd.mean():.3f} bits/dim {scale}), "
             "computed along the way by the same calls.",
             "Each tile is captioned with its sample number and log p (nats)." if is_image
@@ -141,6 +158,7 @@ class DemoActions:
             summary.append(
                 f"Teacher: **{teacher_steps} Euler steps = {teacher_steps} network calls**, {teacher_info['seconds']:.2f} s, "
                 "from the same noise (no likelihood: that needs the ODE solve in the Likelihood tab)."
+                + (" The teacher starts from the noise before self-guidance." if guidance else "")
             )
         elif teacher_note:
             summary.append(teacher_note)
@@ -150,6 +168,8 @@ class DemoActions:
             "seed": seed,
             "batch_size": batch_size,
             "nfe": int(out.nfe),
+            "ml_guidance_scale": guidance,
+            "ml_guidance_steps": guidance_steps if guidance else 0,
             "seconds": _round(seconds),
             "num_levels": num_levels,
             "mean_log_prob": _round(log_prob.mean()),

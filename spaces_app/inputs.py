@@ -36,6 +36,19 @@ def whole_number(value, name: str, low: int, high: int) -> int:
     return number
 
 
+def real_number(value, name: str, low: float, high: float) -> float:
+    """``value`` (a number or numeric string from a form or the API) as a finite ``float`` in ``[low, high]``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InputError(f"{name} is missing: give a number from {low:g} to {high:g}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}.") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise InputError(f"{name} must be from {low:g} to {high:g}, got {value!r}.")
+    return number
+
+
 # -- images ---------------------------------------------------------------------------------------------------
 
 

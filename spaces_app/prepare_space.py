@@ -8,8 +8,8 @@
 
 The folder gets ``app.py`` and the modules it imports, ``README.md`` (with the Space front matter),
 ``requirements.txt``, a copy of the ``f2d2_diffusers`` package (not on PyPI yet) and the final weights of the shipped
-checkpoints that exist (``model_index.json``, ``unet/``, ``scheduler/``, ``README.md``; no ``checkpoint-*`` training
-states, no logs), plus the Explain tab's benchmark plots where they exist. The app finds all of them next to
+checkpoints that exist (``model_index.json``, ``unet/`` or an energy sampler's ``model/``, ``scheduler/``, ``README.md``,
+the ``pipeline.py`` shim; no ``checkpoint-*`` training states, no logs), plus the Explain tab's benchmark plots where they exist. The app finds all of them next to
 ``app.py``: a Space runs ``python app.py`` in its folder, so the package copy there is imported like its modules.
 """
 
@@ -26,8 +26,11 @@ SPACE_FILES = tuple(sorted(p.name for p in APP_DIR.glob("*.py") if p.name != Pat
     "requirements.txt",
 )
 CHECKPOINTS = ("f2d2-digits", "fm-digits", "f2d2-checkerboard", "fm-checkerboard", "f2d2-meanflow-digits",
-               "f2d2-meanflow-checkerboard")
-CHECKPOINT_PARTS = ("model_index.json", "README.md", "unet", "scheduler")
+               "f2d2-meanflow-checkerboard", "sampler-gmm40", "sampler-funnel", "sampler-many-well-32",
+               "sampler-breast-cancer")
+CHECKPOINT_PARTS = ("model_index.json", "README.md", "pipeline.py", "unet", "model", "scheduler")
+#: The weights' folder: ``unet/`` for the F2D2 models and teachers, ``model/`` for the energy samplers.
+WEIGHT_FOLDERS = ("unet", "model")
 
 
 def prepare(
@@ -54,7 +57,7 @@ def prepare(
     copied = []
     for name in checkpoints:
         source = Path(checkpoint_root) / name
-        if not (source / "unet").is_dir():
+        if not any((source / folder).is_dir() for folder in WEIGHT_FOLDERS):
             print(f"skipping {name}: no trained weights at {source}", file=sys.stderr)
             continue
         for part in CHECKPOINT_PARTS:

@@ -35,6 +35,8 @@ class ModelSpec:
         kind: ``"image"`` or ``"points"`` (2-D data): which ready-made examples fit the model (``None``: unknown, no
             examples are offered for it).
         aliases: other names the API accepts for this model (earlier names, so old client code keeps working).
+        guidance_example: a self-guidance scale measured to help this model (README.md); the Sample tab offers an
+            example with it (0: no such example).
     """
 
     name: str
@@ -46,6 +48,7 @@ class ModelSpec:
     reference_options: Dict[str, Any] = field(default_factory=dict)
     kind: Optional[str] = None
     aliases: Tuple[str, ...] = ()
+    guidance_example: float = 0.0
 
 
 def _device() -> torch.device:
@@ -173,7 +176,8 @@ def pipeline_sample_shape(pipe) -> Tuple[int, ...]:
     return shape
 
 
-def _load_pipeline(spec: ModelSpec) -> F2D2Pipeline:
+def _load_pipeline(spec, pipeline_class=F2D2Pipeline):
+    """``pipeline_class.from_pretrained(spec.source)``; any failure is a ``ModelUnavailable`` naming ``spec.name``."""
     source = spec.source
     hint = f" {spec.missing_hint}" if spec.missing_hint else ""
     if not source:
@@ -189,7 +193,7 @@ def _load_pipeline(spec: ModelSpec) -> F2D2Pipeline:
                 f"(training may still be running).{hint}"
             )
     try:
-        return F2D2Pipeline.from_pretrained(source)
+        return pipeline_class.from_pretrained(source)
     except Exception as err:  # noqa: BLE001 - any loader failure is reported, the app keeps serving
         offline = " HF_HUB_OFFLINE is set, so only the local Hub cache is used." if os.environ.get("HF_HUB_OFFLINE") else ""
         raise ModelUnavailable(
@@ -221,6 +225,9 @@ MEANFLOW_MODEL_NAMES = {
     "f2d2-meanflow-checkerboard": (
         "f2d2-meanflow-checkerboard (MeanFlow-F2D2, 2-D checkerboard, not calibrated)", "fm-checkerboard", "points"),
 }
+#: Self-guidance scales measured to help (README.md, issue 12: 2-step FD 37.2 -> 21.4 on digits; none helped the
+#: checkerboard).
+GUIDANCE_EXAMPLES = {"f2d2-meanflow-digits": 0.2}
 
 
 def default_registry() -> ModelRegistry:
@@ -248,6 +255,7 @@ def default_registry() -> ModelRegistry:
         specs.append(ModelSpec(
             name=name, source=_shipped(folder), teacher_source=_shipped(teacher), kind=kind,
             missing_hint="Train it with training/train_f2d2.py --objective meanflow (see README.md).",
+            guidance_example=GUIDANCE_EXAMPLES.get(folder, 0.0),
         ))
     extra = env("F2D2_EXTRA_MODEL")
     if extra:

@@ -109,6 +109,83 @@ def shared_limits(*point_sets: np.ndarray) -> Limits:
     return tuple((float(a), float(b)) for a, b in zip(low - margin, high + margin))
 
 
+#: The density panel's colour range: nats below the log-density's maximum on the plotted grid.
+DENSITY_RANGE = 20.0
+
+
+def _robust_limits(*point_sets: np.ndarray, quantile: float = 0.005) -> Limits:
+    """Axis limits covering all but the outermost ``quantile`` of each coordinate of the first two coordinates of
+    the pooled points ``(N, d)``, with an 8% margin: one far-flung sample does not shrink the rest to a dot."""
+    stacked = np.concatenate([p[:, :2] for p in point_sets])
+    low, high = np.quantile(stacked, quantile, axis=0), np.quantile(stacked, 1 - quantile, axis=0)
+    margin = 0.08 * np.maximum(high - low, 1e-3)
+    return tuple((float(a), float(b)) for a, b in zip(low - margin, high + margin))
+
+
+def _outside(points: np.ndarray, limits: Limits) -> int:
+    """How many of ``points`` ``(N, d)`` fall outside ``limits`` in their first two coordinates."""
+    (x0, x1), (y0, y1) = limits
+    xs, ys = points[:, 0], points[:, 1]
+    return int(((xs < x0) | (xs > x1) | (ys < y0) | (ys > y1)).sum())
+
+
+def render_energy_samples(
+    samples: np.ndarray, title: str, log_density=None, exact: Optional[np.ndarray] = None, grid_size: int = 200
+) -> PIL.Image.Image:
+    """An energy sampler's samples ``(N, d)``, ``d >= 2``, as a figure.
+
+    2-D targets (``log_density`` given: ``(M, 2)`` array -> ``(M,)`` unnormalised log-density, nats): the samples over
+    a heatmap and contours of the log-density on a ``grid_size``-square grid, its colours spanning
+    :data:`DENSITY_RANGE` nats below the maximum; ``exact`` (exact target samples ``(M, 2)``), when given, only sets
+    the axes, so that the whole target shows. Otherwise: the first two coordinates of the samples, beside those of
+    ``exact`` ``(M, d)`` when given, on shared axes. ``title`` may hold several lines.
+    """
+    from matplotlib.figure import Figure
+
+    sets = [samples] + ([exact] if exact is not None else [])
+    limits = _robust_limits(*sets)
+    size = 8 if len(samples) <= 500 else 4
+    if log_density is not None and samples.shape[1] == 2:
+        fig = Figure(figsize=(6.4, 5.4), dpi=100)
+        ax = fig.add_subplot(1, 1, 1)
+        xs, ys = np.linspace(*limits[0], grid_size), np.linspace(*limits[1], grid_size)
+        grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+        values = np.asarray(log_density(grid), dtype=np.float64).reshape(grid_size, grid_size)
+        top = float(np.nanmax(values))
+        values = np.clip(values, top - DENSITY_RANGE, top)
+        image = ax.imshow(values, origin="lower", extent=(*limits[0], *limits[1]), cmap="Blues", aspect="auto")
+        ax.contour(xs, ys, values, levels=np.linspace(top - DENSITY_RANGE, top, 6)[1:-1], colors="white",
+                   linewidths=0.6, linestyles="solid", alpha=0.8)
+        fig.colorbar(image, ax=ax, label=f"target log-density, unnormalised (nats; floor {DENSITY_RANGE:g} below max)")
+        ax.scatter(samples[:, 0], samples[:, 1], s=size, color="tab:red", alpha=0.7, linewidths=0, label="samples")
+        ax.legend(loc="upper right", fontsize=8, markerscale=2, framealpha=0.8)
+        axes = [(ax, samples)]
+        ax.set_title(title, fontsize=10)
+    else:
+        panels = [(samples, "tab:red", "Sampler")] + ([(exact, "tab:blue", "Exact target samples")] if exact is not None else [])
+        fig = Figure(figsize=(max(6.4, 5.2 * len(panels)), 5.2), dpi=100)
+        axes = []
+        for i, (points, colour, name) in enumerate(panels):
+            ax = fig.add_subplot(1, len(panels), i + 1)
+            ax.scatter(points[:, 0], points[:, 1], s=size, color=colour, alpha=0.6, linewidths=0)
+            ax.set_title(f"{name}: {len(points)} points", fontsize=10)
+            axes.append((ax, points))
+        note = "" if exact is not None else " (no exact sampler for this target)"
+        fig.suptitle(f"{title}\nfirst two coordinates (x₁, x₂) of the {samples.shape[1]}-D samples{note}", fontsize=10)
+    for ax, points in axes:
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
+        ax.set_xlabel("x₁")
+        ax.set_ylabel("x₂")
+        ax.grid(alpha=0.3)
+        outside = _outside(points, limits)
+        if outside:
+            ax.text(0.01, 0.01, f"{outside} point(s) outside the axes", transform=ax.transAxes, fontsize=8,
+                    color="dimgrey", va="bottom")
+    fig.tight_layout()
+    return _figure_to_image(fig)
+
+
 def explain_plots(roots: Sequence[Path] = (REPO_ROOT, APP_DIR)) -> Tuple[List[Tuple[PIL.Image.Image, str]], str]:
     """``(gallery items, status markdown)`` for the benchmark plots of ``content.EXPLAIN_PLOTS`` that exist now.
 

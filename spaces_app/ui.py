@@ -1,120 +1,49 @@
-"""The gradio app: the Sample, Likelihood and Explain tabs, the two public endpoints, and error handling."""
+"""The gradio app: the Sample, Likelihood, Energy sampler and Explain tabs, and the three public endpoints.
 
-import functools
-import logging
+The components and the error handling the tabs share are in ``components``; the Energy sampler tab in
+``sampler_tab``.
+"""
+
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import gradio as gr
-import torch
 
 from actions import DemoActions
+from components import ModelDropdown, Number, Slider, _checked_image, user_errors
 from content import (
-    INTRO_TEXT, LIKELIHOOD_EMPTY_TEXT, MAX_IMAGE_BATCH, MAX_SAMPLE_STEPS, MAX_SEED, MAX_TEACHER_STEPS, MAX_VECTOR_BATCH,
-    METHOD_TEXT, REFERENCE_DEFAULT, REFERENCE_LABEL, SAMPLE_EMPTY_TEXT,
+    GUIDANCE_INFO, INTRO_TEXT, LIKELIHOOD_EMPTY_TEXT, MAX_GUIDANCE_SCALE, MAX_GUIDANCE_STEPS, MAX_IMAGE_BATCH,
+    MAX_SAMPLE_STEPS, MAX_SEED, MAX_TEACHER_STEPS, MAX_VECTOR_BATCH, METHOD_TEXT, REFERENCE_DEFAULT, REFERENCE_LABEL,
+    SAMPLE_EMPTY_TEXT,
 )
-from errors import InputError, ModelUnavailable
 from inputs import example_digit, example_point_sets, example_points, write_example_images
 from registry import ModelRegistry, default_registry
 from render import explain_plots
-
-logger = logging.getLogger("f2d2_space")
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Turn any exception into a ``gr.Error`` with a readable message; the server keeps serving."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except (InputError, ModelUnavailable) as err:
-            raise gr.Error(str(err), print_exception=False) from None
-        except torch.OutOfMemoryError:
-            raise gr.Error("Out of memory: try a smaller batch or fewer teacher steps.", print_exception=False) from None
-        except Exception as err:  # noqa: BLE001 - never take the app down
-            logger.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}). The app is still running.") from None
-
-    return wrapper
-
-
-# Components are patched per instance rather than subclassed: gradio writes a ``.pyi`` stub next to the source file
-# of every component subclass it sees.
-
-
-def _checked_image(**kwargs) -> gr.Image:
-    """``gr.Image`` that answers an unreadable upload (a non-image file) with a clear ``gr.Error``."""
-    component = gr.Image(**kwargs)
-    preprocess = component.preprocess
-
-    def checked(payload):
-        try:
-            return preprocess(payload)
-        except gr.Error:
-            raise
-        except Exception as err:  # noqa: BLE001 - whatever the decoder raises, the upload is not a readable image
-            raise gr.Error(
-                f"Could not read the uploaded file as an image ({type(err).__name__}); upload a PNG, JPEG, WebP or BMP.",
-                print_exception=False,
-            ) from None
-
-    component.preprocess = checked
-    return component
-
-
-def _labelled(component):
-    """``component`` whose input errors (e.g. gradio's own bounds check on API calls) name the field.
-
-    API calls may send anything: a numeric string is read as its number, and a value that is not a number (text,
-    ``None``, NaN) is answered with a ``gr.Error`` naming the field, where gradio's own check fails with a bare
-    ``TypeError``.
-    """
-    preprocess = component.preprocess
-
-    def labelled(payload):
-        if isinstance(payload, str):
-            try:
-                payload = float(payload.strip())
-            except ValueError:
-                pass
-        try:
-            return preprocess(payload)
-        except gr.Error as err:
-            raise gr.Error(f"{component.label}: {err.message}", print_exception=False) from None
-        except (TypeError, ValueError):
-            raise gr.Error(f"{component.label}: expected a number, got {payload!r}.", print_exception=False) from None
-
-    component.preprocess = labelled
-    return component
-
-
-def Slider(*args, **kwargs) -> gr.Slider:  # noqa: N802 - stands in for gr.Slider
-    return _labelled(gr.Slider(*args, **kwargs))
-
-
-def Number(*args, **kwargs) -> gr.Number:  # noqa: N802 - stands in for gr.Number
-    return _labelled(gr.Number(*args, **kwargs))
-
+from sampler_registry import SamplerRegistry, default_sampler_registry
+from sampler_tab import build_sampler_tab
 
 #: Where the example images are written (once per process): gradio serves files from the temporary folder.
 EXAMPLES_DIR = Path(tempfile.gettempdir()) / "f2d2-space-examples"
 
 
 def sample_examples(registry: ModelRegistry):
-    """The Sample tab's ready-made settings: ``(rows of [model, steps, seed, batch, teacher steps], labels)``."""
+    """The Sample tab's ready-made settings: ``(rows of [model, steps, seed, batch, teacher steps, guidance scale,
+    guidance steps], labels)``; a guided row for each model with a ``guidance_example`` scale."""
     image, points = registry.first_of_kind("image"), registry.first_of_kind("points")
     rows, labels = [], []
     if image:
-        rows += [[image, 1, 0, 16, 0], [image, 4, 0, 16, 100]]
+        rows += [[image, 1, 0, 16, 0, 0, 1], [image, 4, 0, 16, 100, 0, 1]]
         labels += ["digits: 16 samples in 1 step", "digits: 4 steps, beside the teacher's 100 Euler steps"]
     if points:
-        rows += [[points, 2, 0, 1000, 0], [points, 1, 1, 1000, 100]]
+        rows += [[points, 2, 0, 1000, 0, 0, 1], [points, 1, 1, 1000, 100, 0, 1]]
         labels += ["2-D: 1000 points in 2 steps", "2-D: 1 step, beside the teacher's 100 Euler steps"]
+    for name in registry.names:
+        scale = registry.spec(name).guidance_example
+        if scale:
+            rows.append([name, 2, 0, 16, 0, scale, 1])
+            labels.append(f"{name.split(' (')[0]}: 2 steps after one self-guidance step of {scale:g}")
     return rows, labels
 
 
@@ -134,17 +63,11 @@ def likelihood_examples(registry: ModelRegistry, folder: Path = EXAMPLES_DIR):
     return image_rows, image_labels, point_rows, point_labels
 
 
-def ModelDropdown(registry: ModelRegistry, **kwargs) -> gr.Dropdown:  # noqa: N802 - stands in for gr.Dropdown
-    """The model list (names, never paths); an API call with an earlier name of a model is read as its name."""
-    component = gr.Dropdown(registry.names, label="Model", **kwargs)
-    preprocess = component.preprocess
-    component.preprocess = lambda payload: preprocess(registry.canonical(payload))
-    return component
-
-
-def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
-    """The Blocks app. ``registry``: the models (default: :func:`registry.default_registry`)."""
+def build_demo(registry: Optional[ModelRegistry] = None, sampler_registry: Optional[SamplerRegistry] = None) -> gr.Blocks:
+    """The Blocks app. ``registry``: the models (default: :func:`registry.default_registry`); ``sampler_registry``:
+    the energy samplers (default: :func:`sampler_registry.default_sampler_registry`)."""
     registry = registry or default_registry()
+    samplers = sampler_registry or default_sampler_registry()
     actions = DemoActions(registry)
     names = registry.names  # the models' names; the registry maps each to its checkpoint
     default_model = registry.first_available()
@@ -152,10 +75,14 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
         (n for n in names if "checkerboard" in n or "2-D" in n), names[0]
     )
 
-    # The parameter names and defaults of these two are the public API of /sample and /likelihood.
+    # The parameter names and defaults of these two are the public API of /sample and /likelihood (new parameters
+    # go last, with defaults, so that positional callers keep working).
     @user_errors
-    def sample(model: str, num_steps: int = 1, seed: int = 0, batch_size: int = 16, teacher_steps: int = 0):
-        return actions.sample(model, num_steps, seed, batch_size, teacher_steps)
+    def sample(
+        model: str, num_steps: int = 1, seed: int = 0, batch_size: int = 16, teacher_steps: int = 0,
+        ml_guidance_scale: float = 0.0, ml_guidance_steps: int = 1,
+    ):
+        return actions.sample(model, num_steps, seed, batch_size, teacher_steps, ml_guidance_scale, ml_guidance_steps)
 
     @user_errors
     def likelihood(
@@ -166,7 +93,7 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
 
     with gr.Blocks(title="F2D2: few-step sampling and likelihood") as demo:
         gr.Markdown(INTRO_TEXT)
-        status = gr.Markdown(registry.status_markdown())
+        status = gr.Markdown(_status(registry, samplers))
         with gr.Tabs():
             with gr.Tab("Sample", id="sample"):
                 with gr.Row():
@@ -181,11 +108,17 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
                         s_teacher = Slider(
                             0, MAX_TEACHER_STEPS, value=0, step=1, label="Teacher Euler steps (0 = no comparison)",
                         )
-                        s_go = gr.Button("Generate", variant="primary")
+                        s_guidance = Slider(
+                            0, MAX_GUIDANCE_SCALE, value=0, step=0.05, label="Self-guidance scale", info=GUIDANCE_INFO,
+                            elem_id="sample-guidance",
+                        )
+                        s_guidance_steps = Slider(1, MAX_GUIDANCE_STEPS, value=1, step=1, label="Guidance steps")
+                        s_go = gr.Button("Generate", variant="primary", elem_id="sample-generate")
+                        s_inputs = [s_model, s_steps, s_seed, s_batch, s_teacher, s_guidance, s_guidance_steps]
                         rows, labels = sample_examples(registry)
                         if rows:
                             gr.Examples(
-                                rows, [s_model, s_steps, s_seed, s_batch, s_teacher], example_labels=labels,
+                                rows, s_inputs, example_labels=labels,
                                 label="Examples: click one, then Generate", cache_examples=False,
                                 api_visibility="private", elem_id="sample-examples",
                             )
@@ -206,10 +139,11 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
                             s_details = gr.JSON(label="Details")
                 s_go.click(
                     sample,
-                    [s_model, s_steps, s_seed, s_batch, s_teacher],
+                    s_inputs,
                     [s_grid, s_table, s_summary, s_details, s_teacher_image],
                     api_name="sample",
-                    api_description="Few-step samples with the log-likelihood of each (and the teacher's Euler samples).",
+                    api_description="Few-step samples with the log-likelihood of each (and the teacher's Euler samples); "
+                    "optional maximum-likelihood self-guidance of the noise.",
                     concurrency_limit=1,
                     concurrency_id="compute",
                 ).success(  # show the results (and the teacher's panel only with a comparison); UI only, same API
@@ -301,6 +235,8 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
                     lambda: (example_points(), vector_default), None, [l_points, l_model], api_visibility="private", queue=False
                 )
 
+            build_sampler_tab(samplers)
+
             with gr.Tab("Explain", id="explain"):
                 gr.Markdown(METHOD_TEXT)
                 e_status = gr.Markdown()
@@ -312,9 +248,14 @@ def build_demo(registry: Optional[ModelRegistry] = None) -> gr.Blocks:
 
         def refresh():
             items, text = explain_plots()
-            return gr.Gallery(value=items, visible=bool(items)), text, registry.status_markdown()
+            return gr.Gallery(value=items, visible=bool(items)), text, _status(registry, samplers)
 
         e_refresh.click(refresh, None, [e_gallery, e_status, status], api_visibility="private", queue=False)
         demo.load(refresh, None, [e_gallery, e_status, status], api_visibility="private", queue=False)
     demo.queue(max_size=int(os.environ.get("F2D2_QUEUE_SIZE", "16")), default_concurrency_limit=1)
     return demo
+
+
+def _status(registry: ModelRegistry, samplers: SamplerRegistry) -> str:
+    """The status line at the top: whether each model and sampler can be loaded."""
+    return registry.status_markdown() + "\n\n" + samplers.status_markdown()

@@ -1,9 +1,10 @@
-"""Fixtures for the Space tests: tiny models in its registry, an input digit, and a live server."""
+"""Fixtures for the Space tests: tiny models (and energy samplers) in its registries, an input digit, and a live
+server."""
 
 import os
 
 import pytest
-from space_helpers import ARTIFACTS, require_demo_dependencies, tiny_registry
+from space_helpers import ARTIFACTS, require_demo_dependencies, tiny_registry, tiny_sampler_registry
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -36,7 +37,8 @@ def server(tmp_path_factory):
     require_demo_dependencies()
     from ui import build_demo
 
-    demo = build_demo(tiny_registry(tmp_path_factory.mktemp("registry")))
+    folder = tmp_path_factory.mktemp("registry")
+    demo = build_demo(tiny_registry(folder), tiny_sampler_registry(folder))
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
         yield url

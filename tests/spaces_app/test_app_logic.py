@@ -1,12 +1,12 @@
-"""The Space's logic without a server: input conversion, parsing, the model registry and both actions."""
+"""The Space's logic without a server: input conversion, parsing, the registries and the three actions."""
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 from space_helpers import (
-    APP_DIR, DIGITS, MISSING, NO_TEACHER, POINTS, require_demo_dependencies, tiny_points_pipeline, tiny_points_teacher,
-    tiny_registry,
+    APP_DIR, DIGITS, MISSING, NO_TEACHER, POINTS, SAMPLER_2D, SAMPLER_4D, SAMPLER_MISSING, SAMPLER_NO_EXACT,
+    require_demo_dependencies, tiny_points_pipeline, tiny_points_teacher, tiny_registry, tiny_sampler_registry,
 )
 
 from f2d2_diffusers.data import load_digits_levels
@@ -19,12 +19,19 @@ from errors import InputError, ModelUnavailable  # noqa: E402
 from inputs import example_digit, example_points, load_points_file, parse_points, prepare_image  # noqa: E402
 from registry import ModelRegistry, ModelSpec, default_registry  # noqa: E402
 from render import explain_plots  # noqa: E402
+from sampler_actions import SamplerActions, _log_z_line, true_log_z  # noqa: E402
+from sampler_registry import SAMPLER_NAMES, SamplerRegistry, SamplerSpec  # noqa: E402
 from ui import build_demo, user_errors  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def actions(tmp_path_factory):
     return DemoActions(tiny_registry(tmp_path_factory.mktemp("registry")))
+
+
+@pytest.fixture(scope="module")
+def sampler_actions(tmp_path_factory):
+    return SamplerActions(tiny_sampler_registry(tmp_path_factory.mktemp("samplers")))
 
 
 # -- image conversion ------------------------------------------------------------------------------------------
@@ -221,6 +228,112 @@ def test_sample_vectors_and_limits(actions):
     assert teacher is None and details["teacher"] is None and "no teacher configured" in summary
 
 
+def test_sample_with_self_guidance_counts_its_network_passes(actions):
+    plain = actions.sample(DIGITS, 2, 3, 4, 0)[3]
+    assert plain["nfe"] == 2 and plain["ml_guidance_scale"] == 0 and plain["ml_guidance_steps"] == 0
+    # 0 (the default) is off: the same samples as without the argument.
+    assert actions.sample(DIGITS, 2, 3, 4, 0, 0, 3)[3]["log_prob"] == plain["log_prob"]
+    grid, table, summary, details, _ = actions.sample(DIGITS, 2, 3, 4, 0, 0.2, 2)
+    assert details["nfe"] == 2 + 2 * 2 and details["ml_guidance_scale"] == 0.2 and details["ml_guidance_steps"] == 2
+    assert "in **6 network call(s)**" in summary and "2 sampling call(s) plus 4 for 2 self-guidance step(s)" in summary
+    assert details["log_prob"] != plain["log_prob"]  # the guided noise gives other samples
+    # Vector models too; the teacher starts from the unguided noise and says so.
+    *_, summary, details, teacher = actions.sample(POINTS, 1, 0, 8, 2, 0.5, 1)
+    assert details["nfe"] == 3 and teacher is not None and "before self-guidance" in summary
+
+
+@pytest.mark.parametrize(
+    "scale, steps, message",
+    [
+        (1.5, 1, "Self-guidance scale must be from 0 to 1, got 1.5"),
+        (-0.1, 1, "Self-guidance scale must be from 0 to 1"),
+        ("strong", 1, "Self-guidance scale must be a number from 0 to 1, got 'strong'"),
+        (float("nan"), 1, "Self-guidance scale must be from 0 to 1"),
+        (0.2, 5, "Guidance steps must be from 1 to 4, got 5"),
+        (0.2, 0, "Guidance steps must be from 1 to 4, got 0"),
+    ],
+)
+def test_sample_rejects_bad_guidance(actions, scale, steps, message):
+    with pytest.raises(InputError, match=message):
+        actions.sample(DIGITS, 1, 0, 2, 0, scale, steps)
+
+
+# -- energy sampler ---------------------------------------------------------------------------------------------
+
+
+def test_energy_sampler_2d_draws_the_samples_over_the_density(sampler_actions):
+    figure, summary, details = sampler_actions.energy_sampler(SAMPLER_2D, 2, 64, 5)
+    assert isinstance(figure, PIL.Image.Image) and figure.size[0] > 300
+    assert details["nfe"] == 2 and details["num_samples"] == 64 and details["dimensions"] == 2
+    assert details["plot"] == "log-density" and details["exact_samples_shown"] is False
+    assert details["true_log_Z"] == 0.0 and details["true_log_Z_kind"] == "exact"
+    assert details["abs_error"] == pytest.approx(abs(details["log_Z"]), abs=1e-3)
+    assert 1 <= details["ess"] <= 64 and np.isfinite(details["elbo"])
+    assert "in **2 network call(s)** per sample" in summary and "true log Z 0.0000" in summary
+    assert "Effective sample size" in summary and "ELBO" in summary and "log-density" in summary
+    # The same seed gives the same estimate.
+    assert sampler_actions.energy_sampler(SAMPLER_2D, 2, 64, 5)[2]["log_Z"] == details["log_Z"]
+
+
+def test_energy_sampler_higher_d_shows_two_coordinates_beside_exact_samples(sampler_actions):
+    _, summary, details = sampler_actions.energy_sampler(SAMPLER_4D, 1, 32, 0)
+    assert details["plot"] == "first two coordinates" and details["exact_samples_shown"] is True
+    assert "beside exact samples of the target" in summary
+    # No exact sampler: the figure says so, and the stored reference value (with its standard error) stands in.
+    _, summary, details = sampler_actions.energy_sampler(SAMPLER_NO_EXACT, 1, 32, 0)
+    assert details["exact_samples_shown"] is False and "no exact sampler" in summary
+    assert details["true_log_Z"] == -14.0 and details["true_log_Z_kind"] == "reference estimate"
+    assert details["true_log_Z_standard_error"] == 0.05 and "reference log Z -14.0000 ± 0.0500" in summary
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(num_samples=0), InputError, "Number of samples must be from 1 to 4000, got 0"),
+        (dict(num_samples=4001), InputError, "Number of samples must be from 1 to 4000"),
+        (dict(num_samples=2.5), InputError, "Number of samples must be a whole number"),
+        (dict(num_steps=17), InputError, "Sampling steps must be from 1 to 16"),
+        (dict(seed=-1), InputError, "Seed must be from 0"),
+        (dict(sampler="no such sampler"), InputError, "Unknown sampler 'no such sampler'; choose one of: tiny sampler"),
+        (dict(sampler=SAMPLER_MISSING), ModelUnavailable, r"'missing sampler checkpoint' checkpoint is not available: "
+                                                          r"no folder at .*no-such-sampler\. Train it first\."),
+    ],
+)
+def test_energy_sampler_bad_input(sampler_actions, kwargs, error, message):
+    arguments = dict(sampler=SAMPLER_2D, num_steps=1, num_samples=8, seed=0)
+    arguments.update(kwargs)
+    with pytest.raises(error, match=message):
+        sampler_actions.energy_sampler(**arguments)
+
+
+def test_sampler_registry_is_lazy_and_caches(tmp_path):
+    from space_helpers import tiny_sampler_pipeline
+
+    from f2d2_diffusers.targets import GMMGridTarget
+
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return tiny_sampler_pipeline(GMMGridTarget())
+
+    registry = SamplerRegistry([SamplerSpec("s", pipeline_factory=factory), SamplerSpec("gone", source=str(tmp_path / "x"))])
+    assert calls == [] and registry.first_available() == "s"
+    assert registry.pipeline("s") is registry.pipeline("s") and calls == [1]
+    assert "missing" in registry.status("gone") and str(tmp_path) not in registry.status_markdown()
+
+
+def test_true_log_z_kinds():
+    from f2d2_diffusers.targets import BreastCancerTarget, FunnelTarget, GaussianTarget
+
+    assert true_log_z(FunnelTarget()) == (0.0, None, "exact")
+    assert true_log_z(BreastCancerTarget()) == (-55.2258, 0.0033, "reference estimate")
+    target = GaussianTarget([0.0, 0.0], [1.0, 1.0])
+    target.log_Z = None
+    assert true_log_z(target) == (None, None, "unknown")
+    assert "true log Z is not known" in _log_z_line(1.0, None, None, "unknown", None)
+
+
 def test_likelihood_same_point_for_every_method(actions, digit_png):
     table, summary, preview, details = actions.likelihood(DIGITS, image=PIL.Image.open(digit_png), seed=3, reference=True)
     assert [r["nfe"] for r in details["results"]] == [1, 2, 4, 8]
@@ -302,14 +415,26 @@ def test_prepare_space_writes_a_deployable_folder(tmp_path):
     (root / "f2d2-x" / "checkpoint-100").mkdir()
     (root / "f2d2-x" / "logs").mkdir()
     (root / "only-logs" / "logs").mkdir(parents=True)
+    # An energy sampler keeps its weights in model/, with the pipeline.py shim at the top.
+    (root / "sampler-x" / "model").mkdir(parents=True)
+    (root / "sampler-x" / "model" / "config.json").write_text("{}")
+    (root / "sampler-x" / "model_index.json").write_text("{}")
+    (root / "sampler-x" / "pipeline.py").write_text("")
+    (root / "sampler-x" / "logs").mkdir()
     out = tmp_path / "space"
-    copied = prepare_space.prepare(out, ["f2d2-x", "only-logs"], checkpoint_root=root, plot_root=plot_root)
-    assert copied == ["f2d2-x"]
+    copied = prepare_space.prepare(out, ["f2d2-x", "only-logs", "sampler-x"], checkpoint_root=root, plot_root=plot_root)
+    assert copied == ["f2d2-x", "sampler-x"]
+    for name in ("model_index.json", "pipeline.py", "model/config.json"):
+        assert (out / "checkpoints" / "sampler-x" / name).is_file(), name
+    assert not (out / "checkpoints" / "sampler-x" / "logs").exists()
+    # The shipped samplers are in the Space by default.
+    assert set(SAMPLER_NAMES) <= set(prepare_space.CHECKPOINTS)
     for name in ("app.py", "README.md", "requirements.txt", "f2d2_diffusers/__init__.py",
                  "checkpoints/f2d2-x/model_index.json", "checkpoints/f2d2-x/unet/config.json"):
         assert (out / name).is_file(), name
     # Every module of the app, and every plot the Explain tab lists, goes with it; the assembly script does not.
-    for module in ("content.py", "errors.py", "registry.py", "inputs.py", "render.py", "actions.py", "ui.py"):
+    for module in ("content.py", "errors.py", "registry.py", "inputs.py", "render.py", "actions.py", "ui.py",
+                   "components.py", "sampler_registry.py", "sampler_actions.py", "sampler_tab.py"):
         assert (out / module).is_file(), module
     assert not (out / "prepare_space.py").exists()
     for relative, _ in EXPLAIN_PLOTS:

@@ -63,7 +63,7 @@ def test_first_visit_explains_the_empty_panels(page, artifacts_dir):
 def test_generate_then_score_an_uploaded_digit(page, digit_png, artifacts_dir):
     page.reload()
     # Sample tab: the default model and settings, then Generate.
-    page.get_by_role("button", name="Generate").click()
+    page.locator("#sample-generate").click()  # (the Energy sampler tab has one too)
     summary = page.locator("#sample-summary")
     summary.get_by_text("network call").wait_for()
     text = summary.inner_text()
@@ -137,8 +137,8 @@ def test_a_bad_request_shows_an_error_and_the_app_keeps_serving(page):
     page.get_by_role("button", name="Compute likelihood").click()  # nothing uploaded or drawn
     page.get_by_text("No image: upload an image or draw a digit").first.wait_for()
     # Still serving: sampling works after the error.
-    page.get_by_role("tab", name="Sample").click()
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("tab", name="Sample", exact=True).click()  # not "Energy sampler"
+    page.locator("#sample-generate").click()  # (the Energy sampler tab has one too)
     page.locator("#sample-summary").get_by_text("network call").wait_for()
 
 
@@ -160,3 +160,19 @@ def test_draw_a_digit_and_score_it(page, artifacts_dir):
     text = result.inner_text()
     assert "Input: the drawing." in text and "Inverted the grey levels" in text and "Cropped to the strokes" in text
     page.screenshot(path=str(artifacts_dir / "spaces_app_draw.png"), full_page=True)
+
+
+def test_energy_sampler_tab(page, artifacts_dir):
+    """The Energy sampler tab: empty state, then Generate with the default sampler shows the figure and log Z."""
+    page.reload()
+    page.get_by_role("tab", name="Energy sampler").click()
+    summary = page.locator("#sampler-summary")
+    summary.get_by_text("No samples yet").wait_for()
+    assert not page.locator("#sampler-figure").is_visible()
+    page.locator("#sampler-examples").wait_for(state="visible")
+    page.locator("#sampler-generate").click()
+    summary.get_by_text("network call").wait_for()
+    text = summary.inner_text()
+    assert "log Z estimate" in text and "true log Z" in text and "Effective sample size" in text
+    page.locator("#sampler-figure img").first.wait_for()
+    page.screenshot(path=str(artifacts_dir / "spaces_app_energy_sampler.png"), full_page=True)

@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from space_helpers import APP_PATH, DIGITS, MISSING, POINTS
+from space_helpers import APP_PATH, DIGITS, MISSING, POINTS, SAMPLER_2D, SAMPLER_4D, SAMPLER_MISSING
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -21,12 +21,16 @@ def client(server):
     return Client(server, verbose=False)
 
 
-def test_both_endpoints_are_public(client):
+def test_the_three_endpoints_are_public(client):
     api = client.view_api(print_info=False, return_format="dict")
     endpoints = api["named_endpoints"]
-    assert {"/sample", "/likelihood"} <= set(endpoints)
-    names = [p["parameter_name"] for p in endpoints["/sample"]["parameters"]]
-    assert names == ["model", "num_steps", "seed", "batch_size", "teacher_steps"]
+    assert {"/sample", "/likelihood", "/energy_sampler"} <= set(endpoints)
+    parameters = endpoints["/sample"]["parameters"]
+    names = [p["parameter_name"] for p in parameters]
+    assert names == ["model", "num_steps", "seed", "batch_size", "teacher_steps", "ml_guidance_scale", "ml_guidance_steps"]
+    assert [p["parameter_default"] for p in parameters[-2:]] == [0, 1]  # self-guidance off unless asked for
+    names = [p["parameter_name"] for p in endpoints["/energy_sampler"]["parameters"]]
+    assert names == ["sampler", "num_steps", "num_samples", "seed"]
     names = [p["parameter_name"] for p in endpoints["/likelihood"]["parameters"]]
     assert names == ["model", "image", "sketch", "points", "points_file", "reference", "seed"]
     # The slow teacher solve is opt-in for API callers too.
@@ -62,12 +66,51 @@ def test_sample_points(client):
         (dict(model=POINTS, batch_size=10**6), "Batch size: Value 1000000 is greater than maximum value 2000"),
         (dict(model=DIGITS, num_steps=9), "Sampling steps"),
         (dict(model=MISSING), "'missing checkpoint' checkpoint is not available"),
-        (dict(model="no such model"), "no such model"),
+        (dict(model="no such model"), "Model: unknown model 'no such model'; choose one of: tiny digits"),
     ],
 )
 def test_sample_bad_input(client, kwargs, message):
     with pytest.raises(AppError, match=message):
         client.predict(api_name="/sample", **kwargs)
+
+
+def test_sample_positional_callers_keep_working_and_guidance_counts(client):
+    """The guidance parameters came last, with defaults: a call with the five earlier ones, by position, still works."""
+    *_, details, teacher = client.predict(DIGITS, 1, 0, 2, 0, api_name="/sample")
+    assert details["nfe"] == 1 and details["ml_guidance_scale"] == 0 and teacher is None
+    _, _, summary, details, _ = client.predict(
+        model=DIGITS, num_steps=2, batch_size=2, ml_guidance_scale=0.2, ml_guidance_steps=1, api_name="/sample"
+    )
+    assert details["nfe"] == 4 and "in **4 network call(s)**" in summary and "plus 2 for 1 self-guidance step" in summary
+
+
+def test_energy_sampler(client):
+    figure, summary, details = client.predict(
+        sampler=SAMPLER_2D, num_steps=2, num_samples=50, seed=1, api_name="/energy_sampler"
+    )
+    assert os.path.isfile(figure)
+    assert details["nfe"] == 2 and details["num_samples"] == 50 and details["plot"] == "log-density"
+    assert details["true_log_Z"] == 0.0 and "log Z estimate" in summary and "Effective sample size" in summary
+    *_, details = client.predict(SAMPLER_4D, 1, 20, api_name="/energy_sampler")  # by position, default seed
+    assert details["exact_samples_shown"] is True and details["seed"] == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_samples=0), "Number of samples: Value 0 is less than minimum value 1"),
+        (dict(num_samples=10**5), "Number of samples: Value 100000 is greater than maximum value 4000"),
+        (dict(num_steps=17), "Sampling steps"),
+        (dict(num_samples="many"), "Number of samples: expected a number, got 'many'"),
+        (dict(sampler="no such sampler"), "Sampler: unknown sampler 'no such sampler'; choose one of: tiny sampler"),
+        (dict(sampler=SAMPLER_MISSING), "'missing sampler checkpoint' checkpoint is not available"),
+    ],
+)
+def test_energy_sampler_bad_input(client, kwargs, message):
+    arguments = dict(sampler=SAMPLER_2D, num_steps=1, num_samples=10)
+    arguments.update(kwargs)
+    with pytest.raises(AppError, match=message):
+        client.predict(api_name="/energy_sampler", **arguments)
 
 
 def test_likelihood_digit_upload(client, digit_png):
@@ -152,7 +195,8 @@ def test_python_app_py_serves_with_missing_checkpoints(tmp_path):
         else:
             pytest.fail("the app did not start within 90 s:\n" + (tmp_path / "server.log").read_text())
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        assert {"/sample", "/likelihood"} <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+        assert {"/sample", "/likelihood", "/energy_sampler"} <= set(
+            client.view_api(print_info=False, return_format="dict")["named_endpoints"])
         with pytest.raises(AppError, match=r"f2d2-digits.*checkpoint is not available: no folder at .*no-digits"):
             client.predict(model="f2d2-digits (F2D2, 8x8 digits)", api_name="/sample")
         with pytest.raises(AppError, match="f2d2-checkerboard.*not available"):

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-from space_helpers import APP_DIR, DIGITS, POINTS, require_demo_dependencies, tiny_registry
+from space_helpers import (
+    APP_DIR, DIGITS, POINTS, SAMPLER_2D, require_demo_dependencies, tiny_registry, tiny_sampler_registry,
+)
 
 require_demo_dependencies()
 
@@ -17,6 +19,9 @@ import content  # noqa: E402
 from actions import DemoActions  # noqa: E402
 from inputs import EXAMPLE_IMAGES, parse_points  # noqa: E402
 from registry import CHECKERBOARD_MODEL_NAME, DIGITS_MODEL_NAME, MEANFLOW_MODEL_NAMES, default_registry  # noqa: E402
+from sampler_actions import SamplerActions  # noqa: E402
+from sampler_registry import SAMPLER_NAMES, default_sampler_registry  # noqa: E402
+from sampler_tab import sampler_examples  # noqa: E402
 from ui import build_demo, likelihood_examples, sample_examples  # noqa: E402
 
 from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels  # noqa: E402
@@ -42,7 +47,8 @@ def components(demo, kind=None):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return build_demo(tiny_registry(tmp_path_factory.mktemp("registry")))
+    folder = tmp_path_factory.mktemp("registry")
+    return build_demo(tiny_registry(folder), tiny_sampler_registry(folder))
 
 
 @pytest.fixture
@@ -86,7 +92,8 @@ def test_model_choices_are_names_mapped_to_existing_checkpoints(monkeypatch):
     assert registry.names == [DIGITS_MODEL_NAME, CHECKERBOARD_MODEL_NAME, *meanflow]
     demo = build_demo(registry)  # lazy: builds without loading a model
     dropdowns = components(demo, "dropdown")
-    assert set(dropdowns) == {"sample-model", "likelihood-model"}
+    assert set(dropdowns) == {"sample-model", "likelihood-model", "sampler-model"}
+    dropdowns.pop("sampler-model")  # the energy samplers: see the next test
     for props in dropdowns.values():
         shown = [label for label, _ in props["choices"]]
         values = [value for _, value in props["choices"]]
@@ -111,6 +118,21 @@ def test_model_choices_are_names_mapped_to_existing_checkpoints(monkeypatch):
     assert registry.spec("checkerboard (2-D points)").name == CHECKERBOARD_MODEL_NAME
 
 
+def test_sampler_choices_are_names_mapped_to_the_shipped_sampler_checkpoints():
+    registry = default_sampler_registry()
+    assert registry.names == [name for name, _ in SAMPLER_NAMES.values()]
+    props = components(build_demo(sampler_registry=registry), "dropdown")["sampler-model"]
+    assert [label for label, _ in props["choices"]] == [value for _, value in props["choices"]] == registry.names
+    assert props["value"] == registry.names[0] and props["label"] == "Sampler"
+    for folder, (name, steps) in SAMPLER_NAMES.items():
+        assert name.startswith(folder + " (") and "-D)" in name and "/" not in name and os.sep not in name
+        source = Path(registry.spec(name).source)
+        assert source.resolve() == (REPO_ROOT / "checkpoints" / folder).resolve()
+        assert (source / "model_index.json").is_file() and (source / "model").is_dir()
+        assert registry.status(name) == "ready" and 1 <= steps <= content.MAX_SAMPLER_STEPS
+    assert "checkpoints/" not in registry.status_markdown()
+
+
 def test_an_extra_model_is_named_by_its_folder_not_its_path(monkeypatch, tmp_path):
     monkeypatch.setenv("F2D2_EXTRA_MODEL", str(tmp_path / "runs" / "f2d2-mnist"))
     monkeypatch.delenv("F2D2_EXTRA_MODEL_NAME", raising=False)
@@ -123,14 +145,21 @@ def test_an_extra_model_is_named_by_its_folder_not_its_path(monkeypatch, tmp_pat
 
 def test_every_tab_has_examples_from_embedded_data(demo, tmp_path, no_network):
     datasets = components(demo, "dataset")
-    assert {"sample-examples", "likelihood-image-examples", "likelihood-point-examples"} <= set(datasets)
-    choices = {value for _, value in components(demo, "dropdown")["likelihood-model"]["choices"]}
-    for props in datasets.values():
+    assert {"sample-examples", "likelihood-image-examples", "likelihood-point-examples", "sampler-examples"} <= set(datasets)
+    dropdowns = components(demo, "dropdown")
+    choices = {value for _, value in dropdowns["likelihood-model"]["choices"]}
+    sampler_choices = {value for _, value in dropdowns["sampler-model"]["choices"]}
+    for key, props in datasets.items():
         assert props["samples"] and len(props["sample_labels"]) == len(props["samples"])
-        assert all(row[0] in choices for row in props["samples"])  # every example names a listed model
-    # Sample examples: whole settings rows for an image and a 2-D model.
+        # every example names a listed model (or sampler)
+        assert all(row[0] in (sampler_choices if key == "sampler-examples" else choices) for row in props["samples"])
+    # Sample examples: whole settings rows for an image and a 2-D model, and one with self-guidance where measured.
     rows, labels = sample_examples(tiny_registry(tmp_path))
-    assert {row[0] for row in rows} == {DIGITS, POINTS} and all(len(row) == 5 for row in rows)
+    assert {row[0] for row in rows} == {DIGITS, POINTS} and all(len(row) == 7 for row in rows)
+    assert [row[5:] for row in rows].count([0.2, 1]) == 1 and "self-guidance" in labels[-1]
+    # Energy sampler examples: one per sampler, at its example steps.
+    rows, labels = sampler_examples(tiny_sampler_registry(tmp_path))
+    assert rows[0] == [SAMPLER_2D, 2, 2000, 0] and labels[0].endswith("2000 samples in 2 steps")
     # Likelihood examples, made without the network: digits from scikit-learn's bundled test split, 2-D toy points.
     image_rows, image_labels, point_rows, _ = likelihood_examples(tiny_registry(tmp_path), tmp_path / "examples")
     assert [Path(path).name for _, path in image_rows] == [name for name, _, _ in EXAMPLE_IMAGES]
@@ -148,8 +177,13 @@ def test_examples_run(tmp_path):
     """Each kind of example gives a result with the tiny models (what a click then the button does)."""
     registry = tiny_registry(tmp_path)
     actions = DemoActions(registry)
-    model, steps, seed, batch, teacher = sample_examples(registry)[0][0]
-    assert actions.sample(model, steps, seed, batch, teacher)[3]["nfe"] == steps
+    rows = sample_examples(registry)[0]
+    model, steps, seed, batch, teacher, scale, guidance_steps = rows[0]
+    assert actions.sample(model, steps, seed, batch, teacher, scale, guidance_steps)[3]["nfe"] == steps
+    model, steps, seed, batch, teacher, scale, guidance_steps = rows[-1]  # the self-guided one
+    assert actions.sample(model, steps, seed, 2, teacher, scale, guidance_steps)[3]["nfe"] == steps + 2 * guidance_steps
+    sampler, steps, _, seed = sampler_examples(tiny_sampler_registry(tmp_path))[0][0]
+    assert SamplerActions(tiny_sampler_registry(tmp_path)).energy_sampler(sampler, steps, 16, seed)[2]["nfe"] == steps
     image_rows, _, point_rows, _ = likelihood_examples(registry, tmp_path / "examples")
     for model, path in image_rows:
         details = actions.likelihood(model, image=PIL.Image.open(path))[3]
@@ -169,11 +203,31 @@ def test_panels_explain_themselves_before_the_first_run(demo):
     assert "table" in likelihood
     # The browser test waits for these words in the summaries after a run: the empty text must not contain them.
     assert "network call" not in sample and "result" not in likelihood.lower()
+    sampler = markdown["sampler-summary"]["value"]
+    assert sampler == content.SAMPLER_EMPTY_TEXT and "**Generate**" in sampler and "log Z" in sampler
+    assert "network call" not in sampler
     # No placeholder headers: the tables (and the pictures) appear with the first result.
     tables = components(demo, "dataframe")
     assert tables["sample-table"]["visible"] is False and tables["likelihood-table"]["visible"] is False
     hidden_images = [p for p in components(demo, "image").values() if p.get("visible") is False]
-    assert {p["label"] for p in hidden_images} >= {"F2D2 samples, each with its log p (nats)", "What the model scored"}
+    assert {p["label"] for p in hidden_images} >= {
+        "F2D2 samples, each with its log p (nats)", "What the model scored", "Samples over the target density"}
+
+
+# -- self-guidance is off unless asked for ---------------------------------------------------------------------
+
+
+def test_self_guidance_is_off_by_default_and_says_where_it_helps(demo):
+    sliders = {props["label"]: props for props in components(demo, "slider").values()}
+    scale, steps = sliders["Self-guidance scale"], sliders["Guidance steps"]
+    assert scale["value"] == 0 and (scale["minimum"], scale["maximum"]) == (0, 1)
+    assert steps["value"] == 1 and (steps["minimum"], steps["maximum"]) == (1, 4)
+    assert "MeanFlow digits" in scale["info"] and "0.2" in scale["info"] and "checkerboard" in scale["info"]
+    # The API defaults are the same, last in /sample, so that positional callers keep working.
+    sample = next(fn for fn in demo.fns.values() if fn.api_name == "sample")
+    parameters = list(inspect.signature(sample.fn).parameters.values())
+    assert [(p.name, p.default) for p in parameters[-2:]] == [("ml_guidance_scale", 0.0), ("ml_guidance_steps", 1)]
+    assert inspect.signature(DemoActions.sample).parameters["ml_guidance_scale"].default == 0
 
 
 # -- deployment ------------------------------------------------------------------------------------------------
