@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
+from f2d2_diffusers.evaluation.digits_reference import GRID, NUM_TEST, cached_reference
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GRID = [k / 8 for k in range(9)]
 STEPS = (1, 2, 4, 8)
-NUM_TEST = 64
 
 
 def parse_args(argv=None):
@@ -36,10 +36,15 @@ def parse_args(argv=None):
     p.add_argument("--variant", required=True, help="name of the row")
     p.add_argument("--init", default=str(REPO_ROOT / "checkpoints" / "f2d2-digits"),
                    help="F2D2 pipeline folder to start from, or 'teacher' (from_teacher)")
+    p.add_argument("--student_config", default=None,
+                   help="a UNet config JSON: start from a randomly initialised F2D2UNet2DModel of that shape instead of "
+                        "--init (a capacity probe; e.g. with --trajectory_only)")
     p.add_argument("--teacher", default=str(REPO_ROOT / "checkpoints" / "fm-digits"))
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--learning_rate", type=float, default=1e-4)
+    p.add_argument("--lr_schedule", choices=["constant", "cosine"], default="constant",
+                   help="cosine: the learning rate decays to 0 over --steps (does an optimisation noise floor limit the fit?)")
     p.add_argument("--ema_decay", type=float, default=0.999, help="0: no EMA")
     p.add_argument("--bootstrap_fraction", type=float, default=0.5)
     p.add_argument("--max_level", type=int, default=6)
@@ -64,20 +69,24 @@ def parse_args(argv=None):
                    help="path stem of the .md table and .jsonl rows")
     p.add_argument("--save_to", default=None, help="also save the fine-tuned pipeline here")
     p.add_argument("--only_caches", action="store_true", help="build the caches and stop")
+    p.add_argument("--widen_starts", choices=["none", "gaussian", "mixup", "teacher", "shift"], default="none",
+                   help="replace part of each batch by wider start points (f2d2_diffusers.training.starts)")
+    p.add_argument("--widen_fraction", type=float, default=0.5)
+    p.add_argument("--widen_noise_std", type=float, default=0.2)
+    p.add_argument("--teacher_pool", type=int, default=8192, help="teacher samples in the 'teacher' pool (cached)")
+    p.add_argument("--eval_split", choices=["test", "train"], default="test",
+                   help="score 64 test digits (default) or the first 64 training digits (same dequantisation seed): "
+                        "the gap between the two separates a map that does not fit from one that does not generalise")
     return p.parse_args(argv)
 
 
 def build_caches(args, teacher):
     from f2d2_diffusers import dequantize
-    from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels, load_test_split
+    from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels
     from f2d2_diffusers.trajectories import load_or_compute_teacher_trajectories, teacher_digest
 
     key = teacher_digest(teacher)
-    test, _ = load_test_split("digits", NUM_TEST, seed=0)
-    reference = load_or_compute_teacher_trajectories(
-        os.path.join(args.cache_dir, f"digits_reference_{key}_seed0_n{NUM_TEST}.safetensors"), teacher, test, GRID,
-        dict(teacher=key, data=f"digits test[:{NUM_TEST}] seed 0"), divergence="exact",
-        generator=torch.Generator().manual_seed(0))
+    test, reference = cached_reference(teacher, args.eval_split, args.cache_dir)
     train = None
     if args.trajectory_fraction > 0 or args.trajectory_only:
         levels = load_digits_levels("train")
@@ -128,6 +137,7 @@ def main(args):
     from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels
     from f2d2_diffusers.dequantization import dequantize
     from f2d2_diffusers.objectives import trajectory_f2d2_loss
+    from f2d2_diffusers.training.starts import widen_starts
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -135,14 +145,25 @@ def main(args):
     test, reference, train = build_caches(args, teacher)
     if args.only_caches:
         return
-    if args.init == "teacher":
+    if args.student_config:
+        from f2d2_diffusers.training.configs import load_model_config
+
+        student = F2D2UNet2DModel(**load_model_config(args.student_config))
+        args.init = f"scratch ({Path(args.student_config).stem})"
+    elif args.init == "teacher":
         student = F2D2UNet2DModel.from_teacher(teacher)
     else:
         student = F2D2Pipeline.from_pretrained(args.init).unet
     ema = copy.deepcopy(student).eval() if args.ema_decay > 0 else None
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, weight_decay=1e-6, betas=(0.95, 0.999))
+    schedule = None
+    if args.lr_schedule == "cosine":
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.steps, 1))
     levels = load_digits_levels("train")
     generator = torch.Generator().manual_seed(args.seed)
+    pool = None
+    if args.widen_starts == "teacher":
+        pool = teacher_pool(args, teacher)
     grids = tuple(int(g) for g in args.trajectory_grids.split(","))
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
@@ -151,6 +172,7 @@ def main(args):
         if not args.trajectory_only:
             idx = torch.randint(0, levels.shape[0], (args.batch_size,), generator=generator)
             batch = dequantize(levels[idx], DIGITS_NUM_LEVELS, generator)
+            batch = widen_starts(batch, args.widen_fraction, args.widen_starts, generator, args.widen_noise_std, pool)
             common = dict(generator=generator, teacher=teacher, divergence="hutchinson", num_probes=args.hutchinson_probes,
                           max_level=args.max_level, divergence_weight=args.divergence_weight,
                           anchor_starts_to_grid=not args.no_anchor)
@@ -173,6 +195,8 @@ def main(args):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         if ema is not None:
             with torch.no_grad():
                 for p_ema, p in zip(ema.parameters(), student.parameters()):
@@ -182,13 +206,29 @@ def main(args):
     minutes = (time.perf_counter() - start) / 60
     final = ema if ema is not None else student
     metrics = evaluate(final, reference, test)
-    row = dict(variant=args.variant, steps=args.steps, minutes=round(minutes, 1), init=Path(args.init).name,
+    row = dict(variant=args.variant + ("" if args.eval_split == "test" else " [scored on train digits]"), steps=args.steps, minutes=round(minutes, 1), init=Path(args.init).name,
                settings={k: v for k, v in vars(args).items() if k not in ("variant", "results", "cache_dir", "save_to")},
                **metrics)
     write_row(args.results, row)
     if args.save_to:
         F2D2Pipeline(unet=final, scheduler=F2D2Scheduler(), num_levels=DIGITS_NUM_LEVELS).save_pretrained(args.save_to)
     print(json.dumps(row, indent=1))
+
+
+def teacher_pool(args, teacher) -> torch.Tensor:
+    """The teacher's 64-step Euler samples for the 'teacher' widening, cached by teacher weights and size."""
+    from safetensors.torch import load_file, save_file
+
+    from f2d2_diffusers.trajectories import teacher_digest
+    from f2d2_diffusers.training.starts import teacher_sample_pool
+
+    path = os.path.join(args.cache_dir, f"digits_teacher_pool_{teacher_digest(teacher)}_n{args.teacher_pool}.safetensors")
+    if os.path.exists(path):
+        return load_file(path)["samples"]
+    pool = teacher_sample_pool(teacher, (1, 8, 8), args.teacher_pool, generator=torch.Generator().manual_seed(7))
+    os.makedirs(args.cache_dir, exist_ok=True)
+    save_file({"samples": pool.contiguous()}, path)
+    return pool
 
 
 def write_row(stem: str, row: dict) -> None:
@@ -203,7 +243,8 @@ def write_row(stem: str, row: dict) -> None:
         f"Errors: few-step bits/dim minus the teacher's dopri5 (exact divergence) on the first {NUM_TEST} test digits, "
         "one dequantisation draw; negative = the map is too optimistic. State error: mean L2 distance (64 dims) "
         "between the map's end point and the teacher's, started from the teacher's state: for the 1-step encode, "
-        "the first of 2 steps, and the 8 segments of the 8-step grid.",
+        "the first of 2 steps, and the 8 segments of the 8-step grid. Rows marked [scored on train digits] score the "
+        "first 64 training digits instead (`--eval_split train`).",
         "",
         "| variant | init | steps | min | err 1 | err 2 | err 4 | err 8 | MAE 1 | MAE 2 | state 1-step | state 1st of 2 "
         "| state per segment (8-step) |",
@@ -216,6 +257,9 @@ def write_row(stem: str, row: dict) -> None:
             f"{e['4']:+.3f} | {e['8']:+.3f} | {m['1']:.3f} | {m['2']:.3f} | {r['state_error_1'][0]:.2f} | "
             f"{r['state_error_2'][0]:.2f} | {', '.join(f'{v:.2f}' for v in r['segment_state_error_8'])} |"
         )
+    notes = stem + "_notes.md"  # what the rows say, kept by hand beside the generated table
+    if os.path.exists(notes):
+        lines += ["", open(notes).read().rstrip()]
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
 

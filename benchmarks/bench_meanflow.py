@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.bench_sampling import PRIMARY, make_scorer, teacher_scheduler
 from f2d2_diffusers import sample_shape, teacher_euler_sample
 from f2d2_diffusers.data import load_test_split
 from f2d2_diffusers.evaluation.reports import benchmark_paths, require_folders, timed, write_json
+from f2d2_diffusers.evaluation.sample_quality import PRIMARY, make_scorer, teacher_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = benchmark_paths(ROOT)

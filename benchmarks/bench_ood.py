@@ -38,7 +38,6 @@ Writes ``ood_<dataset>.json`` and ``ood_<dataset>.png`` (AUROC bars; score histo
 """
 
 import argparse
-import json
 import os
 from pathlib import Path
 

@@ -43,6 +43,9 @@ from tqdm.auto import tqdm
 from f2d2_diffusers import sample_shape, teacher_euler_sample
 from f2d2_diffusers.data import load_test_split
 from f2d2_diffusers.evaluation.reports import benchmark_paths, require_folders, timed, write_json
+from f2d2_diffusers.evaluation.sample_quality import (
+    PRIMARY, REFERENCE_POINTS, make_scorer, teacher_scheduler,
+)
 
 PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
 TEACHER_STEPS = (1, 2, 4, 8, 16, 32, 64, 100, 200)
@@ -50,15 +53,9 @@ TEACHER_STEPS_QUICK = (1, 2, 4, 8, 100)
 F2D2_STEPS = (1, 2, 4, 8)
 #: Data sets with shipped checkpoints, in run order (digits, checkerboard).
 DATASETS = tuple(PATHS.shipped)
-#: Seed of the 2,000 fresh reference points for 2-D scores (the train/test splits use seeds 0 and 1).
-REFERENCE_SEED = 2024
-REFERENCE_POINTS = 2000
-MMD_BANDWIDTHS = (0.1, 0.2, 0.5, 1.0, 2.0)
 DEFAULT_SAMPLES = {"digits": 500, "checkerboard": 2000}
 QUICK_SAMPLES = {"digits": 128, "checkerboard": 500}
 TARGET_RATIO = 1.2
-#: The score each data set's target and curve lead with.
-PRIMARY = {"digits": "fd_test", "checkerboard": "energy_distance"}
 
 
 def parse_args(argv=None):
@@ -82,14 +79,6 @@ def parse_args(argv=None):
     return args
 
 
-def teacher_scheduler(teacher_path: str):
-    """The teacher's saved ``FlowMatchEulerDiscreteScheduler`` (``<teacher>/scheduler``), or ``None`` (a fresh one)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    folder = os.path.join(teacher_path, "scheduler")
-    return FlowMatchEulerDiscreteScheduler.from_pretrained(folder) if os.path.isdir(folder) else None
-
-
 def sampling_target(rows, names) -> dict:
     """The issue's target per score in ``names``: 2-step F2D2 / 100-step teacher Euler, met when ``<= TARGET_RATIO``."""
     by = {(r["method"], r["steps"]): r for r in rows}
@@ -99,46 +88,6 @@ def sampling_target(rows, names) -> dict:
         target[name] = dict(f2d2_2_steps=by[("F2D2", 2)][name], teacher_euler_100_steps=by[("teacher Euler", 100)][name],
                             ratio=ratio, within_20_percent=bool(ratio <= TARGET_RATIO))
     return target
-
-
-def make_scorer(dataset: str, classifier_path: str, num_samples: int, reference_points: int = REFERENCE_POINTS):
-    """``(score(samples) -> dict, floor dict, reference description)`` for one data set."""
-    from f2d2_diffusers.evaluation import metrics
-
-    if dataset == "digits":
-        from f2d2_diffusers import dequantize
-        from f2d2_diffusers.evaluation import DigitsClassifier
-        from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels
-
-        clf = DigitsClassifier.from_pretrained(classifier_path).eval()
-
-        def features(x):
-            with torch.no_grad():
-                return torch.cat([clf.features(b.clamp(-1, 1)) for b in x.split(512)])
-
-        test, _ = load_test_split("digits", 0, seed=0)
-        train = dequantize(load_digits_levels("train"), DIGITS_NUM_LEVELS, generator=torch.Generator().manual_seed(0))
-        f_test, f_train = features(test), features(train)
-
-        def score(x):
-            f = features(x)
-            return dict(fd_test=metrics.frechet_distance(f, f_test), fd_train=metrics.frechet_distance(f, f_train))
-
-        # Real digits of the other split (train scored against test, i.e. test against train: one number).
-        real = metrics.frechet_distance(f_train, f_test)
-        floor = dict(fd_test=real, fd_train=real)
-        return score, floor, f"{classifier_path} features; test split 297 images, train split 1500 (dequantised, seed 0)"
-
-    from f2d2_diffusers.data import sample_toy
-
-    reference = sample_toy(dataset, reference_points, torch.Generator().manual_seed(REFERENCE_SEED))
-
-    def score(x):
-        return dict(energy_distance=metrics.energy_distance(x, reference),
-                    mmd=metrics.mmd_rbf(x, reference, bandwidths=MMD_BANDWIDTHS))
-
-    test, _ = load_test_split(dataset, num_samples)  # as many test points as samples: the same finite-sample bias
-    return score, score(test), f"{reference_points} fresh {dataset} points (sample_toy seed {REFERENCE_SEED}); MMD^2 biased, bandwidths {list(MMD_BANDWIDTHS)}"
 
 
 def run_dataset(dataset: str, args) -> dict:

@@ -12,7 +12,6 @@ Writes ``<output_dir>/calibration_<dataset>.json`` and ``calibration_<dataset>.p
 """
 
 import argparse
-import json
 import os
 from pathlib import Path
 
