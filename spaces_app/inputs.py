@@ -20,15 +20,25 @@ from content import MAX_POINTS, MAX_UPLOAD_MB, MAX_UPLOAD_PIXELS
 from errors import InputError
 
 
-def whole_number(value, name: str, low: int, high: int) -> int:
-    """``value`` (a number or numeric string from a form or the API) as an ``int`` in ``[low, high]``."""
+def _number(value, name: str, kind: str, low, high) -> float:
+    """``value`` (a number or numeric string from a form or the API) as a ``float``; missing or non-numeric input is
+    an ``InputError`` asking for ``kind`` (``"a whole number"``, ``"a number"``) in ``[low, high]``."""
+    span = f"from {low:g} to {high:g}" if isinstance(low, float) else f"from {low} to {high}"
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise InputError(f"{name} is missing: give a whole number from {low} to {high}.")
+        raise InputError(f"{name} is missing: give {kind} {span}.")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a whole number from {low} to {high}, got {value!r}.") from None
-    if not math.isfinite(number) or number != int(number):
+        raise InputError(f"{name} must be {kind} {span}, got {value!r}.") from None
+    if not math.isfinite(number):
+        raise InputError(f"{name} must be {kind} {span}, got {value!r}.")
+    return number
+
+
+def whole_number(value, name: str, low: int, high: int) -> int:
+    """``value`` (a number or numeric string from a form or the API) as an ``int`` in ``[low, high]``."""
+    number = _number(value, name, "a whole number", low, high)
+    if number != int(number):
         raise InputError(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
     number = int(number)
     if not low <= number <= high:
@@ -38,13 +48,9 @@ def whole_number(value, name: str, low: int, high: int) -> int:
 
 def real_number(value, name: str, low: float, high: float) -> float:
     """``value`` (a number or numeric string from a form or the API) as a finite ``float`` in ``[low, high]``."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise InputError(f"{name} is missing: give a number from {low:g} to {high:g}.")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}.") from None
-    if not math.isfinite(number) or not low <= number <= high:
+    low, high = float(low), float(high)
+    number = _number(value, name, "a number", low, high)
+    if not low <= number <= high:
         raise InputError(f"{name} must be from {low:g} to {high:g}, got {value!r}.")
     return number
 

@@ -55,44 +55,80 @@ def _device() -> torch.device:
     return torch.device(os.environ.get("F2D2_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-class ModelRegistry:
-    """Model choices, loaded on first use and cached (thread-safe)."""
+class NamedRegistry:
+    """Named choices, loaded on first use and cached (thread-safe): what the model and sampler registries share.
 
-    def __init__(self, specs: Sequence[ModelSpec]):
+    A spec has ``name``, ``aliases``, ``source`` (folder or Hub id) and ``pipeline_factory`` (tests inject tiny
+    models there). Subclasses say what a choice is called (``noun``) and how to build its pipeline.
+    """
+
+    #: What one choice is called in messages.
+    noun = "model"
+
+    def __init__(self, specs: Sequence[Any]):
         if not specs:
-            raise ValueError("a registry needs at least one model")
-        self._specs: "OrderedDict[str, ModelSpec]" = OrderedDict((s.name, s) for s in specs)
+            raise ValueError(f"a registry needs at least one {self.noun}")
+        self._specs: "OrderedDict[str, Any]" = OrderedDict((s.name, s) for s in specs)
         self._aliases: Dict[str, str] = {alias: s.name for s in specs for alias in s.aliases if alias not in self._specs}
         self._cache: Dict[Tuple[str, str], Any] = {}
         self._lock = threading.RLock()
 
     @property
     def names(self) -> List[str]:
-        """The models' names, as the UI lists them."""
+        """The choices' names, as the UI lists them."""
         return list(self._specs)
 
-    def spec(self, name: str) -> ModelSpec:
+    def spec(self, name: str):
         name = self._aliases.get(name, name)
         if name not in self._specs:
-            raise InputError(f"Unknown model {name!r}; choose one of: {', '.join(self._specs)}.")
+            raise InputError(f"Unknown {self.noun} {name!r}; choose one of: {', '.join(self._specs)}.")
         return self._specs[name]
 
     def canonical(self, name):
-        """The model's name for ``name`` (itself, or the name an alias stands for); anything else unchanged."""
+        """The name for ``name`` (itself, or the name an alias stands for); anything else unchanged."""
         return self._aliases.get(name, name) if isinstance(name, str) else name
-
-    def first_of_kind(self, kind: str) -> Optional[str]:
-        """The first model of ``kind`` (``"image"`` / ``"points"``) whose checkpoint is there, else the first of that
-        kind, else ``None``."""
-        names = [n for n, s in self._specs.items() if s.kind == kind]
-        available = [n for n in names if not self.status(n).startswith(("**missing**", "not configured"))]
-        return (available or names or [None])[0]
 
     def _cached(self, key: Tuple[str, str], build: Callable[[], Any]) -> Any:
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = build()
             return self._cache[key]
+
+    def status(self, name: str) -> str:
+        """One line on whether the choice can be loaded, without loading it (no local path: the UI shows names)."""
+        spec = self.spec(name)
+        if spec.pipeline_factory is not None:
+            return "ready"
+        if (spec.name, "pipeline") in self._cache:
+            return "loaded"
+        if not spec.source:
+            return "not configured"
+        if not is_hub_repo_id(spec.source):
+            path = Path(spec.source).expanduser()
+            if (path / "model_index.json").is_file():
+                return "ready"
+            return "**missing**: its checkpoint is not there yet (using it says where it was looked for)"
+        return f"on the Hub as `{spec.source}` (loaded on first use)"
+
+    def is_available(self, name: str) -> bool:
+        return not self.status(name).startswith(("**missing**", "not configured"))
+
+    def first_available(self) -> str:
+        """The first choice whose checkpoint is there (or that is injected / on the Hub), else the first one."""
+        return next((n for n in self._specs if self.is_available(n)), self.names[0])
+
+
+class ModelRegistry(NamedRegistry):
+    """F2D2 model choices (with their teachers), loaded on first use and cached (thread-safe)."""
+
+    noun = "model"
+
+    def first_of_kind(self, kind: str) -> Optional[str]:
+        """The first model of ``kind`` (``"image"`` / ``"points"``) whose checkpoint is there, else the first of that
+        kind, else ``None``."""
+        names = [n for n, s in self._specs.items() if s.kind == kind]
+        available = [n for n in names if self.is_available(n)]
+        return (available or names or [None])[0]
 
     def pipeline(self, name: str) -> F2D2Pipeline:
         spec = self.spec(name)
@@ -139,26 +175,6 @@ class ModelRegistry:
             return model
 
         return self._cached((name, "teacher"), build)
-
-    def status(self, name: str) -> str:
-        """One line on whether the model can be loaded, without loading it (no local path: the UI shows names)."""
-        spec = self.spec(name)
-        if spec.pipeline_factory is not None:
-            return "ready"
-        if (spec.name, "pipeline") in self._cache:
-            return "loaded"
-        if not spec.source:
-            return "not configured"
-        if not is_hub_repo_id(spec.source):
-            path = Path(spec.source).expanduser()
-            if (path / "model_index.json").is_file():
-                return "ready"
-            return "**missing**: its checkpoint is not there yet (using it says where it was looked for)"
-        return f"on the Hub as `{spec.source}` (loaded on first use)"
-
-    def first_available(self) -> str:
-        """The first model whose checkpoint is there (or that is injected / on the Hub), else the first one."""
-        return next((n for n in self._specs if not self.status(n).startswith(("**missing**", "not configured"))), self.names[0])
 
     def status_markdown(self) -> str:
         lines = ["**Models**"]

@@ -248,7 +248,7 @@ def test_sample_with_self_guidance_counts_its_network_passes(actions):
         (1.5, 1, "Self-guidance scale must be from 0 to 1, got 1.5"),
         (-0.1, 1, "Self-guidance scale must be from 0 to 1"),
         ("strong", 1, "Self-guidance scale must be a number from 0 to 1, got 'strong'"),
-        (float("nan"), 1, "Self-guidance scale must be from 0 to 1"),
+        (float("nan"), 1, "Self-guidance scale must be a number from 0 to 1, got nan"),
         (0.2, 5, "Guidance steps must be from 1 to 4, got 5"),
         (0.2, 0, "Guidance steps must be from 1 to 4, got 0"),
     ],
