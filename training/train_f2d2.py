@@ -83,6 +83,9 @@ def parse_args(argv=None):
     meanflow.add_argument("--adaptive_weight_power", type=float, default=1.0,
                           help="MeanFlow's adaptive loss weight 1 / (error + eps)^p; 0 switches it off.")
     meanflow.add_argument("--adaptive_weight_eps", type=float, default=1e-3, help="eps of the adaptive loss weight.")
+    meanflow.add_argument("--tangent_warmup_steps", type=int, default=0,
+                          help="Ramp the h d/ds terms of the targets from 0 to 1 over this many steps (0: the Eulerian "
+                               "identity from the start); the ramp survives --resume_from_checkpoint.")
     f2d2.add_argument("--trajectory_weight", type=float, default=0.0,
                       help="Weight of direct supervision on cached teacher ODE paths (the segments of the 1/2/4/8-step "
                            "grids; docs/method.md 5.3), added (plain MSE) to the objective's loss. 0: off. Needs a teacher.")
@@ -107,6 +110,10 @@ def parse_args(argv=None):
         parser.error("--teacher_finest_level belongs to --objective shortcut (MeanFlow-F2D2 has no dyadic recursion)")
     if args.teacher_finest_level is None:
         args.teacher_finest_level = args.objective == "shortcut" and bool(args.teacher_model_name_or_path)
+    if args.tangent_warmup_steps < 0:
+        parser.error(f"--tangent_warmup_steps must be >= 0, got {args.tangent_warmup_steps}")
+    if args.tangent_warmup_steps and args.objective != "meanflow":
+        parser.error("--tangent_warmup_steps belongs to --objective meanflow")
     if args.adaptive_weight_power < 0 or args.adaptive_weight_eps <= 0:
         parser.error("--adaptive_weight_power must be >= 0 and --adaptive_weight_eps > 0")
     if args.trajectory_weight < 0:
@@ -236,6 +243,12 @@ def main(args):
     if teacher is not None:
         teacher.to(accelerator.device)
 
+    counter = None
+    if args.tangent_warmup_steps:
+        # Registered only when used: checkpoints of runs without the ramp keep their layout.
+        counter = training_utils.StepCounter()
+        accelerator.register_for_checkpointing(counter)
+
     paths = None
     if args.trajectory_weight > 0:
         from f2d2_diffusers.training.trajectories import training_trajectories
@@ -252,11 +265,15 @@ def main(args):
             anchor_starts_to_grid=args.anchor_starts_to_grid,
         )
         if args.objective == "meanflow":
+            tangent_scale = 1.0
+            if counter is not None:
+                tangent_scale = counter.ramp(args.tangent_warmup_steps)
+                counter.step += 1
             return meanflow_f2d2_loss(
                 prepared_model, batch, step_fraction=args.bootstrap_fraction, step_distribution=args.step_distribution,
                 logit_normal_mean=args.logit_normal_mean, logit_normal_std=args.logit_normal_std,
                 adaptive_weight_power=args.adaptive_weight_power, adaptive_weight_eps=args.adaptive_weight_eps,
-                **common,
+                tangent_scale=tangent_scale, **common,
             )
         return shortcut_f2d2_loss(
             prepared_model, batch, bootstrap_fraction=args.bootstrap_fraction,

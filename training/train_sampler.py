@@ -89,19 +89,6 @@ def load_checked_target(spec: str):
     return target
 
 
-class StepCounter:
-    """The optimisation step the loss sees (for the distillation ramp), saved in checkpoints so a resumed run ramps on."""
-
-    def __init__(self):
-        self.step = 0
-
-    def state_dict(self):
-        return {"step": self.step}
-
-    def load_state_dict(self, state):
-        self.step = int(state["step"])
-
-
 def main(args):
     import copy
 
@@ -133,12 +120,11 @@ def main(args):
     teacher = None
     if ema_model is not None:
         teacher = copy.deepcopy(model).requires_grad_(False).to(accelerator.device)
-    counter = StepCounter()
+    counter = training_utils.StepCounter()
     accelerator.register_for_checkpointing(counter)
 
     def loss_fn(prepared_model, batch):
-        ramp = 1.0 if args.distill_warmup_steps == 0 else min(1.0, counter.step / args.distill_warmup_steps)
-        weight = args.distill_weight * ramp
+        weight = args.distill_weight * counter.ramp(args.distill_warmup_steps)
         if teacher is not None:
             ema_model.copy_to(teacher.parameters())
         out = energy_sampler_loss(

@@ -66,6 +66,7 @@ def meanflow_f2d2_loss(
     divergence_weight: float = 1.0,
     adaptive_weight_power: float = 1.0,
     adaptive_weight_eps: float = 1e-3,
+    tangent_scale: float = 1.0,
 ) -> MeanFlowF2D2LossOutput:
     r"""
     MeanFlow-F2D2 loss on a batch of model-space data (same call shape as :func:`shortcut_f2d2_loss`).
@@ -86,8 +87,13 @@ def meanflow_f2d2_loss(
         step_distribution: ``"dyadic"`` (``|h| = 2^-k``, ``k = 0..max_level``, starts on the grid when
             ``anchor_starts_to_grid``), ``"logit_normal"`` or ``"uniform"`` (two independent times, see
             :func:`f2d2_diffusers.objectives.steps.continuous_steps`).
+        tangent_scale: multiplies the ``h d/ds`` terms of the targets (1: the Eulerian identity; a training script
+            ramps it up from 0 over ``--tangent_warmup_steps``, starting from the instantaneous targets ``v`` and
+            ``div v``).
     """
     check_directions(directions)
+    if not 0.0 <= tangent_scale <= 1.0:
+        raise ValueError(f"tangent_scale must lie in [0, 1], got {tangent_scale}")
     if step_distribution not in STEP_DISTRIBUTIONS:
         raise ValueError(f"step_distribution must be one of {STEP_DISTRIBUTIONS}, got {step_distribution!r}")
     if not 0.0 <= step_fraction <= 1.0:
@@ -124,8 +130,8 @@ def meanflow_f2d2_loss(
     with torch.no_grad():
         # Under autocast the teacher may answer in a lower precision than the primal the tangent belongs to.
         _, _, du, d_divergence = total_derivative_along_flow(target_model, x, sigma, h, velocity.to(x.dtype))
-        u_target = (velocity + broadcast_to_sample(h, x) * du).float()
-        divergence_target = (velocity_divergence + h * d_divergence).float()
+        u_target = (velocity + broadcast_to_sample(tangent_scale * h, x) * du).float()
+        divergence_target = (velocity_divergence + tangent_scale * h * d_divergence).float()
 
     prediction = evaluate_flow_map(model, x, sigma, h)
     velocity_error = (prediction.sample.float() - u_target).pow(2).reshape(batch_size, -1).mean(dim=1)

@@ -17,7 +17,7 @@ receive ``timestep = 1000 * sigma``.
 
 from ..atomic import remove_unfinished, staged_output
 from .checkpointing import (
-    CHECKPOINT_PREFIX, MANIFEST_NAME, checkpoint_problem, checkpoint_step, list_checkpoints, load_ema,
+    CHECKPOINT_PREFIX, MANIFEST_NAME, StepCounter, checkpoint_problem, checkpoint_step, list_checkpoints, load_ema,
     register_checkpoint_hooks, resolve_resume_path, save_checkpoint,
 )
 from .cli import (
@@ -45,6 +45,7 @@ __all__ = [
     "save_sample_grid", "teacher_grid", "warn_if_fewer_processes_than_requested",
     "CHECKPOINT_PREFIX", "DEFAULT_MAX_TRAIN_STEPS", "DEFAULT_MLP_CONFIG", "DEFAULT_RESOLUTION", "DEFAULT_UNET_CONFIG",
     "DIGITS_RESOLUTION", "EpochShuffle", "IMAGE_EXTENSIONS", "LevelsTensorDataset", "MANIFEST_NAME", "PILImageDataset",
+    "StepCounter",
     "TrainingData", "TrainingError", "TrainingResult", "VectorDataset", "build_model", "build_parser",
     "calibration_data", "calibration_markdown", "checkpoint_problem", "checkpoint_step", "create_accelerator",
     "create_ema", "ema_weights", "hub_base_model", "image_model_config", "list_checkpoints", "load_ema",

@@ -221,3 +221,21 @@ def resolve_resume_path(args) -> Optional[str]:
             f"{CHECKPOINT_PREFIX}N or with 'latest' (the newest complete one)"
         )
     return path
+
+
+class StepCounter:
+    """The optimisation step a loss sees (for ramps such as ``--distill_warmup_steps``); register it with
+    ``accelerator.register_for_checkpointing`` so that a resumed run ramps on from where it stopped."""
+
+    def __init__(self):
+        self.step = 0
+
+    def ramp(self, warmup_steps: int) -> float:
+        """``min(1, step / warmup_steps)``; 1 when ``warmup_steps`` is 0."""
+        return 1.0 if warmup_steps <= 0 else min(1.0, self.step / warmup_steps)
+
+    def state_dict(self):
+        return {"step": self.step}
+
+    def load_state_dict(self, state):
+        self.step = int(state["step"])

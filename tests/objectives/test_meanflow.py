@@ -103,3 +103,21 @@ def test_bad_options_are_rejected(tiny_f2d2_mlp):
     ]:
         with pytest.raises(ValueError, match=match):
             meanflow_f2d2_loss(tiny_f2d2_mlp, batch, **kwargs)
+
+
+def test_tangent_scale_ramps_the_targets_from_the_instantaneous_field(gaussian_batch):
+    params, teacher, batch = gaussian_batch
+    exact = GaussianFlowMap(**params)
+
+    def loss(scale):
+        return meanflow_f2d2_loss(exact, batch, generator=torch.Generator().manual_seed(0), teacher=teacher,
+                                  divergence="exact", step_distribution="uniform", tangent_scale=scale)
+
+    full, none = loss(1.0), loss(0.0)
+    assert full.step_loss < 1e-10
+    # At 0 every step regresses on v and div v at its start, which the exact average over a step is not.
+    assert none.step_loss > 1e-4
+    # The h = 0 part has no d/ds term: the same at any scale.
+    assert none.tangent_loss < 1e-10
+    with pytest.raises(ValueError, match="tangent_scale"):
+        loss(1.5)

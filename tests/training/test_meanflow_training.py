@@ -57,6 +57,17 @@ def test_meanflow_trains_resumes_and_writes_a_pipeline(config_file, tmp_path):
     assert result.nfe == 4 and torch.isfinite(result.log_prob).all()
 
 
+def test_the_tangent_warmup_resumes_where_it_stopped(config_file, tmp_path):
+    out = tmp_path / "mf-warmup"
+    args = [*COMMON, "--teacher_model_name_or_path", TEACHER, "--output_dir", out, "--checkpointing_steps", 2,
+            "--step_distribution", "dyadic", "--tangent_warmup_steps", 8, "--calibration_samples", 0]
+    launch(config_file, *args, "--max_train_steps", 2)
+    counter = torch.load(out / "checkpoint-2" / "custom_checkpoint_0.pkl", weights_only=False)
+    assert counter == {"step": 2}
+    launch(config_file, *args, "--max_train_steps", 4, "--resume_from_checkpoint", "latest")
+    assert torch.load(out / "checkpoint-4" / "custom_checkpoint_0.pkl", weights_only=False) == {"step": 4}
+
+
 def test_meanflow_fine_tunes_a_shortcut_student(config_file, tmp_path):
     from f2d2_diffusers import F2D2MLPModel
 
@@ -76,6 +87,8 @@ def test_meanflow_fine_tunes_a_shortcut_student(config_file, tmp_path):
     (["--init_student_from", TEACHER], "not an F2D2 joint flow map"),
     (["--teacher_finest_level"], "belongs to --objective shortcut"),
     (["--adaptive_weight_eps", "0"], "adaptive_weight_eps"),
+    (["--tangent_warmup_steps", "-1"], "--tangent_warmup_steps must be >= 0"),
+    (["--objective", "shortcut", "--tangent_warmup_steps", "5"], "belongs to --objective meanflow"),
 ])
 def test_meanflow_bad_input_gives_a_clear_error(extra, message, tmp_path, capsys):
     import importlib
