@@ -38,8 +38,9 @@ OBJECTIVES = ("shortcut", "meanflow")
 OBJECTIVE_NAMES = {"shortcut": "Shortcut-F2D2", "meanflow": "MeanFlow-F2D2"}
 #: Config keys a user may set on a student warm-started from a teacher (the new layers only).
 HEAD_KEYS = {
-    "F2D2UNet2DModel": ("divergence_head_channels", "divergence_head_resolution", "divergence_head_hidden_dim"),
-    "F2D2MLPModel": ("divergence_hidden_dim",),
+    "F2D2UNet2DModel": ("divergence_head_channels", "divergence_head_resolution", "divergence_head_hidden_dim",
+                        "step_embedding_scale"),
+    "F2D2MLPModel": ("divergence_hidden_dim", "step_embedding_scale"),
 }
 
 

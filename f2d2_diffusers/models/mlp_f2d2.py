@@ -25,6 +25,8 @@ class F2D2MLPModel(FlowMatchingMLPModel):
     Parameters:
         sample_size, hidden_dim, num_layers, time_embed_dim: as in [`FlowMatchingMLPModel`].
         divergence_hidden_dim (`int`, defaults to 256): width of the divergence head.
+        step_embedding_scale (`float`, defaults to 1): multiplies ``step`` before the sinusoidal projection; below 1
+            it lowers the embedding's highest frequency in ``h`` (MeanFlow-F2D2's JVP targets contain ``d/dh``).
     """
 
     #: Marks a joint flow map (``forward(sample, timestep, step)``) for :func:`f2d2_diffusers.flow_map.is_flow_map_model`.
@@ -38,6 +40,7 @@ class F2D2MLPModel(FlowMatchingMLPModel):
         num_layers: int = 4,
         time_embed_dim: int = 64,
         divergence_hidden_dim: int = 256,
+        step_embedding_scale: float = 1.0,
     ):
         super().__init__(sample_size=sample_size, hidden_dim=hidden_dim, num_layers=num_layers, time_embed_dim=time_embed_dim)
         self.step_embedding = TimestepEmbedding(time_embed_dim, hidden_dim)
@@ -67,7 +70,8 @@ class F2D2MLPModel(FlowMatchingMLPModel):
         """``sample``: ``(batch, sample_size)``; ``timestep``/``step``: numbers or one float per sample."""
         self._check_sample(sample)
         emb = self._embed(timesteps_per_sample(timestep, sample, "timestep"), self.time_embedding)
-        emb = emb + self._embed(timesteps_per_sample(step, sample, "step"), self.step_embedding)
+        steps = timesteps_per_sample(step, sample, "step") * self.config.step_embedding_scale
+        emb = emb + self._embed(steps, self.step_embedding)
         features = self._trunk(sample, emb)
         velocity = self.proj_out(features)
         h = F.silu(self.divergence_in(features) + self.divergence_emb(F.silu(emb)))

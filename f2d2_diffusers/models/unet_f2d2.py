@@ -34,6 +34,8 @@ class F2D2UNet2DModel(UNet2DModel):
         divergence_head_channels (`int`, defaults to 16): channels of the head's convolution.
         divergence_head_resolution (`int`, defaults to 8): side of the pooled feature map fed to the head's MLP.
         divergence_head_hidden_dim (`int`, defaults to 256): width of the head's MLP.
+        step_embedding_scale (`float`, defaults to 1): multiplies ``step`` before the sinusoidal projection; below 1
+            it lowers the embedding's highest frequency in ``h`` (MeanFlow-F2D2's JVP targets contain ``d/dh``).
 
     Attention blocks use [`~f2d2_diffusers.models.attention.ForwardADAttnProcessor`], so ``torch.func.jvp`` runs
     through the model (MeanFlow-F2D2).
@@ -76,6 +78,7 @@ class F2D2UNet2DModel(UNet2DModel):
         divergence_head_channels: int = 16,
         divergence_head_resolution: int = 8,
         divergence_head_hidden_dim: int = 256,
+        step_embedding_scale: float = 1.0,
     ):
         if time_embedding_type != "positional":
             # Fourier features divide by t (log t) and learned ones index integers: neither takes a signed float step.
@@ -193,7 +196,7 @@ class F2D2UNet2DModel(UNet2DModel):
         x = 2 * sample - 1.0 if self.config.center_input_sample else sample
 
         emb = self.time_embedding(self.time_proj(timesteps).to(dtype=self.dtype))
-        emb = emb + self.step_embedding(self.time_proj(steps).to(dtype=self.dtype))
+        emb = emb + self.step_embedding(self.time_proj(steps * self.config.step_embedding_scale).to(dtype=self.dtype))
         if self.class_embedding is not None:
             if class_labels is None:
                 raise ValueError("class_labels should be provided when doing class conditioning")

@@ -52,3 +52,20 @@ def test_jvp_in_the_start_time_matches_finite_differences(tiny_f2d2_mlp):
         minus = fn(x - eps * tangents[0], t - eps * tangents[1])
         torch.testing.assert_close(du, (plus[0] - minus[0]) / (2 * eps), rtol=tol, atol=tol)
         torch.testing.assert_close(dd, (plus[1] - minus[1]) / (2 * eps), rtol=tol, atol=tol)
+
+
+def test_step_embedding_scale_rescales_the_step_input_and_survives_save_load(tiny_f2d2_mlp, tmp_path):
+    from testing_utils import randomise_new_layers
+
+    base = randomise_new_layers(tiny_f2d2_mlp).eval()
+    scaled = F2D2MLPModel(**{**base.config, "step_embedding_scale": 0.1}).eval()
+    scaled.load_state_dict(base.state_dict())
+    x = torch.randn(4, base.config.sample_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = scaled(x, 300.0, -500.0)
+        b = base(x, 300.0, -50.0)
+        torch.testing.assert_close(a.sample, b.sample)
+        torch.testing.assert_close(a.divergence, b.divergence)
+        assert not torch.allclose(base(x, 300.0, -500.0).sample, b.sample)
+    scaled.save_pretrained(tmp_path)
+    assert F2D2MLPModel.from_pretrained(tmp_path).config.step_embedding_scale == 0.1

@@ -221,3 +221,15 @@ def test_the_forward_ad_attention_processor_changes_nothing_but_rounding():
     t = torch.tensor([10.5, 500.25, 990.0])
     with torch.no_grad():
         torch.testing.assert_close(patched(x, t).sample, default(x, t).sample, rtol=1e-5, atol=1e-5)
+
+
+def test_step_embedding_scale_rescales_the_step_input(tmp_path):
+    torch.manual_seed(0)
+    base = randomise_new_layers(F2D2UNet2DModel(**tiny_unet_config())).eval()
+    scaled = F2D2UNet2DModel(**{**base.config, "step_embedding_scale": 0.25}).eval()
+    scaled.load_state_dict(base.state_dict())
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(x, 400.0, 800.0).sample, base(x, 400.0, 200.0).sample)
+    scaled.save_pretrained(tmp_path)
+    assert F2D2UNet2DModel.from_pretrained(tmp_path).config.step_embedding_scale == 0.25
