@@ -4,9 +4,10 @@
 Scores the first 64 training digits and the first 64 test digits (dequantisation seed 0) with the F2D2 student at
 1, 2, 4 and 8 steps and compares each with the teacher's dopri5 likelihood (exact divergence; the references are
 ``f2d2_diffusers.evaluation.digits_reference``, shared with the ablation loop and computed once). For each split and step count it
-reports the mean error and MAE (bits/dim; negative = the student is too optimistic) and, over both splits
-together, the slope of a least-squares line through (teacher log p, student log p): 1 for a student that follows
-the teacher, below 1 for one whose likelihoods span a compressed range.
+reports the mean error and MAE (bits/dim; negative = the student is too optimistic), the mean norm of the
+end points (teacher: its dopri5 states at ``sigma = 1``; student: its encoding at ``sigma = 1``), and the slope of a
+least-squares line through (teacher log p, student log p), within each split and over both together: 1 for a
+student that follows the teacher, below 1 for one whose likelihoods span a compressed range.
 
 Writes ``benchmarks/results/likelihood_gap_digits.json`` and ``.png`` (the scatter, one panel per step count).
 
@@ -43,7 +44,7 @@ def parse_args(argv=None):
 
 @torch.no_grad()
 def main(args):
-    from f2d2_diffusers.evaluation.digits_reference import cached_reference
+    from f2d2_diffusers.evaluation.digits_reference import NUM_TEST, cached_reference
     from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2Pipeline, load_teacher
     from f2d2_diffusers.dequantization import bits_per_dim
     from f2d2_diffusers.data import DIGITS_NUM_LEVELS
@@ -58,7 +59,7 @@ def main(args):
     pipe.set_progress_bar_config(disable=True)
     pipe.unet.eval()
     report = dict(student=os.path.relpath(args.student, PATHS.repo_root),
-                  teacher=os.path.relpath(args.teacher, PATHS.repo_root), num_per_split=64, steps=list(STEPS),
+                  teacher=os.path.relpath(args.teacher, PATHS.repo_root), num_per_split=NUM_TEST, steps=list(STEPS),
                   splits={})
     pooled = {k: ([], []) for k in STEPS}
     for split in SPLITS:
@@ -66,13 +67,19 @@ def main(args):
         teacher_log_p = reference.log_prob.double()
         num_dims = data[0].numel()
         teacher_bpd = bits_per_dim(teacher_log_p, num_dims, DIGITS_NUM_LEVELS)
-        rows = {"teacher_log_prob": teacher_log_p.tolist(), "teacher_bits_per_dim": float(teacher_bpd.mean())}
+        rows = {"teacher_log_prob": teacher_log_p.tolist(), "teacher_bits_per_dim": float(teacher_bpd.mean()),
+                "teacher_end_point_norm": float(reference.states[:, -1].flatten(1).norm(dim=1).mean())}
         for k in STEPS:
-            log_p = pipe(data, num_inference_steps=k, dequantize=False).log_prob.double()
+            out = pipe(data, num_inference_steps=k, dequantize=False)
+            log_p = out.log_prob.double()
             error = bits_per_dim(log_p, num_dims, DIGITS_NUM_LEVELS) - teacher_bpd
+            slope, _ = np.polyfit(teacher_log_p.numpy(), log_p.numpy(), 1)
             rows[str(k)] = dict(student_log_prob=log_p.tolist(), error_bits_per_dim=float(error.mean()),
                                 abs_error_bits_per_dim=float(error.abs().mean()),
-                                error_nats=float((log_p - teacher_log_p).mean()))
+                                # student minus teacher log p: positive = too optimistic (the opposite sign to bits/dim)
+                                log_prob_excess_nats=float((log_p - teacher_log_p).mean()),
+                                end_point_norm=float(out.latents.flatten(1).norm(dim=1).mean()),
+                                slope_within_split=float(slope))
             pooled[k][0].append(teacher_log_p.numpy())
             pooled[k][1].append(log_p.numpy())
         report["splits"][split] = rows
@@ -86,8 +93,10 @@ def main(args):
     plot_report(report, png)
     for split in SPLITS:
         errors = ", ".join(f"{report['splits'][split][str(k)]['error_bits_per_dim']:+.3f}" for k in STEPS)
-        print(f"{split}: teacher {report['splits'][split]['teacher_bits_per_dim']:.3f} bits/dim; student error at "
-              f"{STEPS} steps: {errors} bits/dim")
+        rows = report["splits"][split]
+        print(f"{split}: teacher {rows['teacher_bits_per_dim']:.3f} bits/dim, end points {rows['teacher_end_point_norm']:.2f}; "
+              f"student error at {STEPS} steps: {errors} bits/dim, end points (1 step) {rows['1']['end_point_norm']:.2f}, "
+              f"slope within the split " + ", ".join(f"{rows[str(k)]['slope_within_split']:.2f}" for k in STEPS))
     print("slope (student log p on teacher log p):", {k: round(v["slope"], 3) for k, v in report["slope"].items()})
     print(f"wrote {args.output} and {png}")
 
@@ -107,13 +116,15 @@ def plot_report(report: dict, path: str) -> str:
             rows = report["splits"][split]
             x, y = np.asarray(rows["teacher_log_prob"]), np.asarray(rows[str(k)]["student_log_prob"])
             lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
+            within = rows[str(k)].get("slope_within_split")
             ax.scatter(x, y, s=10, alpha=0.7, color=colours[split],
-                       label=f"{split} digits: error {rows[str(k)]['error_bits_per_dim']:+.3f} bits/dim")
+                       label=f"{split} digits: error {rows[str(k)]['error_bits_per_dim']:+.3f} bits/dim"
+                       + (f", slope {within:.2f}" if within is not None else ""))
         line = np.array([lo, hi])
         fit = report["slope"][str(k)]
         ax.plot(line, line, color="black", lw=1, label="student = teacher")
         ax.plot(line, fit["slope"] * line + fit["intercept"], color="tab:red", lw=1, ls="--",
-                label=f"least squares, slope {fit['slope']:.2f}")
+                label=f"least squares over both, slope {fit['slope']:.2f}")
         ax.set_title(f"{k} step{'s' if k > 1 else ''}")
         ax.set_xlabel("teacher log p, dopri5 (nats)")
         ax.grid(alpha=0.3)

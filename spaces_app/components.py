@@ -24,7 +24,7 @@ def user_errors(fn: Callable) -> Callable:
         except (InputError, ModelUnavailable) as err:
             raise gr.Error(str(err), print_exception=False) from None
         except torch.OutOfMemoryError:
-            raise gr.Error("Out of memory: try a smaller batch (fewer samples) or fewer teacher steps.", print_exception=False) from None
+            raise gr.Error("Out of memory: try a smaller batch or fewer samples (Sample tab: fewer teacher steps).", print_exception=False) from None
         except Exception as err:  # noqa: BLE001 - never take the app down
             logger.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}). The app is still running.") from None

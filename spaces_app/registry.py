@@ -135,7 +135,7 @@ class ModelRegistry(NamedRegistry):
         name = spec.name
 
         def build():
-            pipe = spec.pipeline_factory() if spec.pipeline_factory is not None else _load_pipeline(spec)
+            pipe = spec.pipeline_factory() if spec.pipeline_factory is not None else _load_pipeline(spec, noun=self.noun)
             pipe = pipe.to(_device())
             pipe.unet.eval()
             pipe.set_progress_bar_config(disable=True)
@@ -192,12 +192,13 @@ def pipeline_sample_shape(pipe) -> Tuple[int, ...]:
     return shape
 
 
-def _load_pipeline(spec, pipeline_class=F2D2Pipeline):
-    """``pipeline_class.from_pretrained(spec.source)``; any failure is a ``ModelUnavailable`` naming ``spec.name``."""
+def _load_pipeline(spec, pipeline_class=F2D2Pipeline, noun: str = "model"):
+    """``pipeline_class.from_pretrained(spec.source)``; any failure is a ``ModelUnavailable`` naming ``spec.name`` (a
+    ``noun``: model, sampler)."""
     source = spec.source
     hint = f" {spec.missing_hint}" if spec.missing_hint else ""
     if not source:
-        raise ModelUnavailable(f"The model {spec.name!r} has no checkpoint configured.{hint}")
+        raise ModelUnavailable(f"The {noun} {spec.name!r} has no checkpoint configured.{hint}")
     # A local folder is checked first, so that a half-trained checkpoint gets a clear message, not a loader error.
     if not is_hub_repo_id(source):
         path = Path(source).expanduser()
@@ -213,7 +214,7 @@ def _load_pipeline(spec, pipeline_class=F2D2Pipeline):
     except Exception as err:  # noqa: BLE001 - any loader failure is reported, the app keeps serving
         offline = " HF_HUB_OFFLINE is set, so only the local Hub cache is used." if os.environ.get("HF_HUB_OFFLINE") else ""
         raise ModelUnavailable(
-            f"Could not load the {spec.name!r} model from {source} ({type(err).__name__}: {err}).{offline}{hint}"
+            f"Could not load the {spec.name!r} {noun} from {source} ({type(err).__name__}: {err}).{offline}{hint}"
         ) from None
 
 

@@ -69,11 +69,11 @@ class SamplerActions:
         exact = None  # 2-D: only sets the axes, to show the whole target
         if target.has_samples:
             exact = target.sample(num_samples, generator=torch.Generator().manual_seed(seed)).float().cpu().numpy()
-        log_density = None
-        if target.dim == 2:
-            def log_density(points: np.ndarray) -> np.ndarray:
-                with torch.no_grad():
-                    return target.log_prob(torch.from_numpy(points).float()).double().numpy()
+        def target_log_density(points: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return target.log_prob(torch.from_numpy(points).float()).double().numpy()
+
+        log_density = target_log_density if target.dim == 2 else None
         steps = f"{num_steps} step{'s' if num_steps > 1 else ''}"
         title = f"{name}\n{num_samples} samples in {steps}"
         figure = render_energy_samples(samples, title, log_density=log_density, exact=exact)

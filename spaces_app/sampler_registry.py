@@ -46,7 +46,7 @@ class SamplerRegistry(NamedRegistry):
 
         def build():
             pipe = spec.pipeline_factory() if spec.pipeline_factory is not None else _load_pipeline(
-                spec, EnergySamplerPipeline)
+                spec, EnergySamplerPipeline, noun=self.noun)
             pipe = pipe.to(_device())
             pipe.model.eval()
             pipe.set_progress_bar_config(disable=True)

@@ -269,7 +269,7 @@ def main(args):
             tangent_scale = 1.0
             if counter is not None:
                 tangent_scale = counter.ramp(args.tangent_warmup_steps)
-                counter.step += 1
+                counter.advance(accelerator)
             return meanflow_f2d2_loss(
                 prepared_model, batch, step_fraction=args.bootstrap_fraction, step_distribution=args.step_distribution,
                 logit_normal_mean=args.logit_normal_mean, logit_normal_std=args.logit_normal_std,

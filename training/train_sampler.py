@@ -132,7 +132,7 @@ def main(args):
             distill_weight=weight, volume_weight=args.volume_weight, jacobian_weight=args.jacobian_weight,
             device=batch.device,
         )
-        counter.step += 1
+        counter.advance(accelerator)
         return out.loss, {"kl_loss": float(out.kl_loss), "state_loss": float(out.state_loss),
                           "volume_loss": float(out.volume_loss), "jacobian_loss": float(out.jacobian_loss),
                           "elbo_em": float(out.elbo), "distill_weight": weight}

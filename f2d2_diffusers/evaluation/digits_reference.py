@@ -22,6 +22,8 @@ def cached_reference(teacher, split: str, cache_dir: str):
     from ..dequantization import dequantize
     from ..trajectories import load_or_compute_teacher_trajectories, teacher_digest
 
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     key = teacher_digest(teacher)
     if split == "test":
         data, _ = load_test_split("digits", NUM_TEST, seed=0)

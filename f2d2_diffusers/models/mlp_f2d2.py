@@ -42,6 +42,8 @@ class F2D2MLPModel(FlowMatchingMLPModel):
         divergence_hidden_dim: int = 256,
         step_embedding_scale: float = 1.0,
     ):
+        if not step_embedding_scale > 0:
+            raise ValueError(f"step_embedding_scale must be > 0 (it scales the step input), got {step_embedding_scale}")
         super().__init__(sample_size=sample_size, hidden_dim=hidden_dim, num_layers=num_layers, time_embed_dim=time_embed_dim)
         self.step_embedding = TimestepEmbedding(time_embed_dim, hidden_dim)
         zero_module(self.step_embedding.linear_2)

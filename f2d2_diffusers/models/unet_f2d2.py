@@ -80,6 +80,8 @@ class F2D2UNet2DModel(UNet2DModel):
         divergence_head_hidden_dim: int = 256,
         step_embedding_scale: float = 1.0,
     ):
+        if not step_embedding_scale > 0:
+            raise ValueError(f"step_embedding_scale must be > 0 (it scales the step input), got {step_embedding_scale}")
         if time_embedding_type != "positional":
             # Fourier features divide by t (log t) and learned ones index integers: neither takes a signed float step.
             raise ValueError(

@@ -230,6 +230,12 @@ class StepCounter:
     def __init__(self):
         self.step = 0
 
+    def advance(self, accelerator=None) -> None:
+        """Count a loss call; with ``accelerator`` only the micro-batch that completes an optimisation step, so that
+        ``--gradient_accumulation_steps`` does not shorten a ramp."""
+        if accelerator is None or accelerator.sync_gradients:
+            self.step += 1
+
     def ramp(self, warmup_steps: int) -> float:
         """``min(1, step / warmup_steps)``; 1 when ``warmup_steps`` is 0."""
         return 1.0 if warmup_steps <= 0 else min(1.0, self.step / warmup_steps)

@@ -301,7 +301,11 @@ def train(
         try:
             accelerator.load_state(resume_path)
         except Exception as err:  # noqa: BLE001  (a corrupt checkpoint is the user's input too)
-            raise TrainingError(f"cannot resume from {resume_path}: {type(err).__name__}: {err}") from None
+            hint = ""
+            if "custom checkpoints" in str(err):
+                hint = (" (the checkpoint was saved with other ramp flags than this run's, e.g. --tangent_warmup_steps "
+                        "on in one and off in the other: resume with the flags it was saved with)")
+            raise TrainingError(f"cannot resume from {resume_path}: {type(err).__name__}: {err}{hint}") from None
         global_step = checkpoint_step(resume_path)
         first_epoch = global_step // updates_per_epoch
         resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps

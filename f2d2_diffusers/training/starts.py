@@ -54,18 +54,21 @@ def widen_starts(batch: torch.Tensor, fraction: float, kind: str = "none", gener
     if kind == "none" or n == 0:
         return batch
     device = batch.device
+    # Random draws on the generator's device (the CPU for a CPU generator), then moved: works for any batch device.
+    draw_device = generator.device if generator is not None else device
     head, tail = batch[: batch.shape[0] - n], batch[batch.shape[0] - n:]
     if kind == "gaussian":
-        noise = torch.randn(tail.shape, generator=generator, device=device, dtype=batch.dtype)
+        noise = torch.randn(tail.shape, generator=generator, device=draw_device, dtype=batch.dtype).to(device)
         tail = tail + noise_std * noise
     elif kind == "mixup":
-        partner = batch[torch.randint(0, batch.shape[0], (n,), generator=generator, device=device)]
-        lam = torch.rand((n,) + (1,) * (batch.ndim - 1), generator=generator, device=device, dtype=batch.dtype)
+        partner = batch[torch.randint(0, batch.shape[0], (n,), generator=generator, device=draw_device).to(device)]
+        lam = torch.rand((n,) + (1,) * (batch.ndim - 1), generator=generator, device=draw_device, dtype=batch.dtype)
+        lam = lam.to(device)
         tail = lam * tail + (1 - lam) * partner
     elif kind == "shift":
         if batch.ndim != 4:
             raise ValueError(f"the 'shift' widening moves images (batch, C, H, W); got a batch of shape {tuple(batch.shape)}")
-        direction = torch.randint(0, 4, (n,), generator=generator, device=device)
+        direction = torch.randint(0, 4, (n,), generator=generator, device=draw_device).to(device)
         padded = torch.nn.functional.pad(tail, (1, 1, 1, 1), value=-1.0)
         h, w = tail.shape[-2:]
         # (row, column) offsets of the crop: 0 and 2 move the image by one pixel, 1 keeps it.
@@ -75,6 +78,6 @@ def widen_starts(batch: torch.Tensor, fraction: float, kind: str = "none", gener
         if pool is None or pool.shape[1:] != batch.shape[1:]:
             got = None if pool is None else tuple(pool.shape)
             raise ValueError(f"the 'teacher' widening needs a pool of samples shaped (N, {tuple(batch.shape[1:])}), got {got}")
-        index = torch.randint(0, pool.shape[0], (n,), generator=generator)
+        index = torch.randint(0, pool.shape[0], (n,), generator=generator, device=draw_device).cpu()
         tail = pool[index].to(device, batch.dtype)
     return torch.cat([head, tail])

@@ -69,3 +69,8 @@ def test_step_embedding_scale_rescales_the_step_input_and_survives_save_load(tin
         assert not torch.allclose(base(x, 300.0, -500.0).sample, b.sample)
     scaled.save_pretrained(tmp_path)
     assert F2D2MLPModel.from_pretrained(tmp_path).config.step_embedding_scale == 0.1
+
+
+def test_step_embedding_scale_must_be_positive():
+    with pytest.raises(ValueError, match="step_embedding_scale must be > 0"):
+        F2D2MLPModel(sample_size=2, step_embedding_scale=0.0)

@@ -60,8 +60,10 @@ def test_meanflow_trains_resumes_and_writes_a_pipeline(config_file, tmp_path):
 def test_the_tangent_warmup_resumes_where_it_stopped(config_file, tmp_path):
     out = tmp_path / "mf-warmup"
     args = [*COMMON, "--teacher_model_name_or_path", TEACHER, "--output_dir", out, "--checkpointing_steps", 2,
-            "--step_distribution", "dyadic", "--tangent_warmup_steps", 8, "--calibration_samples", 0]
+            "--step_distribution", "dyadic", "--tangent_warmup_steps", 8, "--calibration_samples", 0,
+            "--gradient_accumulation_steps", 2]
     launch(config_file, *args, "--max_train_steps", 2)
+    # The ramp counts optimisation steps, not the accumulated micro-batches (4 loss calls here).
     counter = torch.load(out / "checkpoint-2" / "custom_checkpoint_0.pkl", weights_only=False)
     assert counter == {"step": 2}
     launch(config_file, *args, "--max_train_steps", 4, "--resume_from_checkpoint", "latest")
