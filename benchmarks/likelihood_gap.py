@@ -46,8 +46,6 @@ def parse_args(argv=None):
 def main(args):
     from f2d2_diffusers.evaluation.digits_reference import NUM_TEST, cached_reference
     from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2Pipeline, load_teacher
-    from f2d2_diffusers.dequantization import bits_per_dim
-    from f2d2_diffusers.data import DIGITS_NUM_LEVELS
 
     if args.replot:
         print(redraw_from_json(args.replot, plot_report))
@@ -64,24 +62,10 @@ def main(args):
     pooled = {k: ([], []) for k in STEPS}
     for split in SPLITS:
         data, reference = cached_reference(teacher, split, args.cache_dir)
-        teacher_log_p = reference.log_prob.double()
-        num_dims = data[0].numel()
-        teacher_bpd = bits_per_dim(teacher_log_p, num_dims, DIGITS_NUM_LEVELS)
-        rows = {"teacher_log_prob": teacher_log_p.tolist(), "teacher_bits_per_dim": float(teacher_bpd.mean()),
-                "teacher_end_point_norm": float(reference.states[:, -1].flatten(1).norm(dim=1).mean())}
+        rows = score_split(pipe, data, reference)
         for k in STEPS:
-            out = pipe(data, num_inference_steps=k, dequantize=False)
-            log_p = out.log_prob.double()
-            error = bits_per_dim(log_p, num_dims, DIGITS_NUM_LEVELS) - teacher_bpd
-            slope, _ = np.polyfit(teacher_log_p.numpy(), log_p.numpy(), 1)
-            rows[str(k)] = dict(student_log_prob=log_p.tolist(), error_bits_per_dim=float(error.mean()),
-                                abs_error_bits_per_dim=float(error.abs().mean()),
-                                # student minus teacher log p: positive = too optimistic (the opposite sign to bits/dim)
-                                log_prob_excess_nats=float((log_p - teacher_log_p).mean()),
-                                end_point_norm=float(out.latents.flatten(1).norm(dim=1).mean()),
-                                slope_within_split=float(slope))
-            pooled[k][0].append(teacher_log_p.numpy())
-            pooled[k][1].append(log_p.numpy())
+            pooled[k][0].append(np.asarray(rows["teacher_log_prob"]))
+            pooled[k][1].append(np.asarray(rows[str(k)]["student_log_prob"]))
         report["splits"][split] = rows
     report["slope"] = {}
     for k in STEPS:
@@ -99,6 +83,32 @@ def main(args):
               f"slope within the split " + ", ".join(f"{rows[str(k)]['slope_within_split']:.2f}" for k in STEPS))
     print("slope (student log p on teacher log p):", {k: round(v["slope"], 3) for k, v in report["slope"].items()})
     print(f"wrote {args.output} and {png}")
+
+
+def score_split(pipe, data: torch.Tensor, reference, steps=STEPS) -> dict:
+    """One split's row of the report: the teacher's log p (``reference``: cached dopri5 trajectories of ``data``) and,
+    per step count, the student's (``pipe``: an ``F2D2LikelihoodPipeline``) with its errors, end-point norm and the
+    slope of student on teacher log p. ``error_bits_per_dim`` is student minus teacher bits/dim (negative = the
+    student is too optimistic); ``log_prob_excess_nats`` is student minus teacher log p (positive = too optimistic)."""
+    from f2d2_diffusers.data import DIGITS_NUM_LEVELS
+    from f2d2_diffusers.dequantization import bits_per_dim
+
+    teacher_log_p = reference.log_prob.double()
+    num_dims = data[0].numel()
+    teacher_bpd = bits_per_dim(teacher_log_p, num_dims, DIGITS_NUM_LEVELS)
+    rows = {"teacher_log_prob": teacher_log_p.tolist(), "teacher_bits_per_dim": float(teacher_bpd.mean()),
+            "teacher_end_point_norm": float(reference.states[:, -1].flatten(1).norm(dim=1).mean())}
+    for k in steps:
+        out = pipe(data, num_inference_steps=k, dequantize=False)
+        log_p = out.log_prob.double()
+        error = bits_per_dim(log_p, num_dims, DIGITS_NUM_LEVELS) - teacher_bpd
+        slope, _ = np.polyfit(teacher_log_p.numpy(), log_p.numpy(), 1)
+        rows[str(k)] = dict(student_log_prob=log_p.tolist(), error_bits_per_dim=float(error.mean()),
+                            abs_error_bits_per_dim=float(error.abs().mean()),
+                            log_prob_excess_nats=float((log_p - teacher_log_p).mean()),
+                            end_point_norm=float(out.latents.flatten(1).norm(dim=1).mean()),
+                            slope_within_split=float(slope))
+    return rows
 
 
 def plot_report(report: dict, path: str) -> str:

@@ -1,8 +1,9 @@
-"""``benchmarks/likelihood_gap.py``: its figure is drawn from the JSON alone (``--replot``)."""
+"""``benchmarks/likelihood_gap.py``: the sign of its errors, and its figure drawn from the JSON alone (``--replot``)."""
 
 import json
 
 import numpy as np
+import pytest
 
 from benchmarks import likelihood_gap
 
@@ -39,3 +40,28 @@ def test_the_committed_report_has_every_split_and_step():
     for split in report["splits"].values():
         assert all(str(k) in split for k in report["steps"])
     assert all(0 < v["slope"] < 2 for v in report["slope"].values())
+
+
+def test_an_optimistic_student_has_a_negative_bits_per_dim_error():
+    from types import SimpleNamespace
+
+    import torch
+
+    teacher_log_p = torch.linspace(40.0, 80.0, 8, dtype=torch.float64)
+    states = torch.zeros(8, 9, 1, 8, 8)
+    states[:, -1] = 2.0  # end points of norm 16
+    reference = SimpleNamespace(log_prob=teacher_log_p, states=states)
+
+    def student(data, num_inference_steps, dequantize):
+        # k nats too likely at k steps, on a range compressed to half the teacher's.
+        log_p = 60.0 + 0.5 * (teacher_log_p - 60.0) + num_inference_steps
+        return SimpleNamespace(log_prob=log_p, latents=torch.ones(8, 1, 8, 8))
+
+    rows = likelihood_gap.score_split(student, torch.zeros(8, 1, 8, 8), reference, steps=(1, 2))
+    assert rows["teacher_end_point_norm"] == pytest.approx(16.0)
+    for k in (1, 2):
+        row = rows[str(k)]
+        assert row["error_bits_per_dim"] == pytest.approx(-k / (64 * np.log(2)))
+        assert row["log_prob_excess_nats"] == pytest.approx(k)
+        assert row["slope_within_split"] == pytest.approx(0.5)
+        assert row["end_point_norm"] == pytest.approx(8.0)
