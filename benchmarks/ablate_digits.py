@@ -145,11 +145,12 @@ def main(args):
     test, reference, train = build_caches(args, teacher)
     if args.only_caches:
         return
+    init_name = Path(args.init).name
     if args.student_config:
         from f2d2_diffusers.training.configs import load_model_config
 
         student = F2D2UNet2DModel(**load_model_config(args.student_config))
-        args.init = f"scratch ({Path(args.student_config).stem})"
+        init_name = f"scratch ({Path(args.student_config).stem})"
     elif args.init == "teacher":
         student = F2D2UNet2DModel.from_teacher(teacher)
     else:
@@ -206,7 +207,8 @@ def main(args):
     minutes = (time.perf_counter() - start) / 60
     final = ema if ema is not None else student
     metrics = evaluate(final, reference, test)
-    row = dict(variant=args.variant + ("" if args.eval_split == "test" else " [scored on train digits]"), steps=args.steps, minutes=round(minutes, 1), init=Path(args.init).name,
+    variant = args.variant + ("" if args.eval_split == "test" else " [scored on train digits]")
+    row = dict(variant=variant, steps=args.steps, minutes=round(minutes, 1), init=init_name,
                settings={k: v for k, v in vars(args).items() if k not in ("variant", "results", "cache_dir", "save_to")},
                **metrics)
     write_row(args.results, row)

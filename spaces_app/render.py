@@ -99,27 +99,20 @@ def render_scatter(
     return _figure_to_image(fig)
 
 
-def shared_limits(*point_sets: np.ndarray) -> Limits:
-    """Axis limits covering the first two coordinates of every set of points ``(N, d)``, with a 5% margin."""
+def shared_limits(*point_sets: np.ndarray, quantile: float = 0.0, margin: float = 0.05) -> Limits:
+    """Axis limits covering the first two coordinates of every set of points ``(N, d)``, with a ``margin`` (share of
+    the span) on each side; ``quantile > 0`` leaves out the outermost ``quantile`` of each coordinate, so that one
+    far-flung sample does not shrink the rest to a dot."""
     stacked = np.concatenate([p[:, :2] for p in point_sets])
     if stacked.shape[1] == 1:
         stacked = np.concatenate([stacked, np.zeros_like(stacked)], axis=1)
-    low, high = stacked.min(axis=0), stacked.max(axis=0)
-    margin = 0.05 * np.maximum(high - low, 1e-3)
-    return tuple((float(a), float(b)) for a, b in zip(low - margin, high + margin))
+    low, high = np.quantile(stacked, quantile, axis=0), np.quantile(stacked, 1 - quantile, axis=0)
+    pad = margin * np.maximum(high - low, 1e-3)
+    return tuple((float(a), float(b)) for a, b in zip(low - pad, high + pad))
 
 
 #: The density panel's colour range: nats below the log-density's maximum on the plotted grid.
 DENSITY_RANGE = 20.0
-
-
-def _robust_limits(*point_sets: np.ndarray, quantile: float = 0.005) -> Limits:
-    """Axis limits covering all but the outermost ``quantile`` of each coordinate of the first two coordinates of
-    the pooled points ``(N, d)``, with an 8% margin: one far-flung sample does not shrink the rest to a dot."""
-    stacked = np.concatenate([p[:, :2] for p in point_sets])
-    low, high = np.quantile(stacked, quantile, axis=0), np.quantile(stacked, 1 - quantile, axis=0)
-    margin = 0.08 * np.maximum(high - low, 1e-3)
-    return tuple((float(a), float(b)) for a, b in zip(low - margin, high + margin))
 
 
 def _outside(points: np.ndarray, limits: Limits) -> int:
@@ -143,7 +136,7 @@ def render_energy_samples(
     from matplotlib.figure import Figure
 
     sets = [samples] + ([exact] if exact is not None else [])
-    limits = _robust_limits(*sets)
+    limits = shared_limits(*sets, quantile=0.005, margin=0.08)
     size = 8 if len(samples) <= 500 else 4
     if log_density is not None and samples.shape[1] == 2:
         fig = Figure(figsize=(6.4, 5.4), dpi=100)
