@@ -39,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--student_config", default=None,
                    help="a UNet config JSON: start from a randomly initialised F2D2UNet2DModel of that shape instead of "
                         "--init (a capacity probe; e.g. with --trajectory_only)")
+    p.add_argument("--deepen_to", type=int, default=0,
+                   help="start from --init deepened to this many resnets per down block, computing the same function "
+                        "(f2d2_diffusers.models.deepen; does more capacity lower the error from where it stands?)")
     p.add_argument("--teacher", default=str(REPO_ROOT / "checkpoints" / "fm-digits"))
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch_size", type=int, default=64)
@@ -103,7 +106,7 @@ def build_caches(args, teacher):
 def evaluate(student, reference, test) -> dict:
     """1/2/4/8-step likelihood errors (bits/dim) and per-segment state errors against the cached reference."""
     from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2Scheduler, segment_calibration
-    from f2d2_diffusers.calibration import likelihood_calibration
+    from f2d2_diffusers.calibration import likelihood_calibration, likelihood_error_budget
     from f2d2_diffusers.data import DIGITS_NUM_LEVELS
     from f2d2_diffusers.reference_likelihood import ReferenceLikelihoodOutput
 
@@ -124,10 +127,12 @@ def evaluate(student, reference, test) -> dict:
         s = segment_calibration(student, sub, [GRID[i] for i in idx], direction="likelihood")
         big[steps] = [round(float(v), 3) for v in s.state_error]
     rows = {r["steps"]: r for r in cal.rows if r["steps"]}
+    budget = likelihood_error_budget(student, test, reference.states[:, -1], reference.integrals[:, -1], steps=(1, 2))
     return dict(error={k: rows[k]["error"] for k in STEPS}, mae={k: rows[k]["abs_error"] for k in STEPS},
                 segment_state_error_8=[round(float(v), 3) for v in seg.state_error],
                 segment_integral_error_8=[round(float(v), 2) for v in seg.integral_error],
-                state_error_1=big[1], state_error_2=big[2])
+                state_error_1=big[1], state_error_2=big[2],
+                budget={str(b["steps"]): {k: round(v, 3) for k, v in b.items() if k != "steps"} for b in budget.rows})
 
 
 def main(args):
@@ -155,6 +160,11 @@ def main(args):
         student = F2D2UNet2DModel.from_teacher(teacher)
     else:
         student = F2D2Pipeline.from_pretrained(args.init).unet
+    if args.deepen_to:
+        from f2d2_diffusers.models.deepen import deepen_unet
+
+        student = deepen_unet(student, args.deepen_to)
+        init_name += f", deepened to {args.deepen_to} layers per block"
     ema = copy.deepcopy(student).eval() if args.ema_decay > 0 else None
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, weight_decay=1e-6, betas=(0.95, 0.999))
     schedule = None
@@ -233,6 +243,13 @@ def teacher_pool(args, teacher) -> torch.Tensor:
     return pool
 
 
+def _budget_cell(budget) -> str:
+    if not budget:
+        return "-"
+    b = budget["1"]
+    return f"{b['radial']:+.2f} / {b['spread']:.2f} / {b['divergence']:+.2f}"
+
+
 def write_row(stem: str, row: dict) -> None:
     os.makedirs(os.path.dirname(stem), exist_ok=True)
     with open(stem + ".jsonl", "a") as f:
@@ -246,18 +263,21 @@ def write_row(stem: str, row: dict) -> None:
         "one dequantisation draw; negative = the map is too optimistic. State error: mean L2 distance (64 dims) "
         "between the map's end point and the teacher's, started from the teacher's state: for the 1-step encode, "
         "the first of 2 steps, and the 8 segments of the 8-step grid. Rows marked [scored on train digits] score the "
-        "first 64 training digits instead (`--eval_split train`).",
+        "first 64 training digits instead (`--eval_split train`). Budget: the 1-step error in log-density split into "
+        "radial + spread + divergence parts (nats, positive = too optimistic; `docs/method.md` section 6.1); "
+        "- for rows measured before it existed.",
         "",
         "| variant | init | steps | min | err 1 | err 2 | err 4 | err 8 | MAE 1 | MAE 2 | state 1-step | state 1st of 2 "
-        "| state per segment (8-step) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| state per segment (8-step) | budget 1-step (radial / spread / div) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         e, m = r["error"], r["mae"]
         lines.append(
             f"| {r['variant']} | {r['init']} | {r['steps']} | {r['minutes']} | {e['1']:+.3f} | {e['2']:+.3f} | "
             f"{e['4']:+.3f} | {e['8']:+.3f} | {m['1']:.3f} | {m['2']:.3f} | {r['state_error_1'][0]:.2f} | "
-            f"{r['state_error_2'][0]:.2f} | {', '.join(f'{v:.2f}' for v in r['segment_state_error_8'])} |"
+            f"{r['state_error_2'][0]:.2f} | {', '.join(f'{v:.2f}' for v in r['segment_state_error_8'])} | "
+            f"{_budget_cell(r.get('budget'))} |"
         )
     notes = stem + "_notes.md"  # what the rows say, kept by hand beside the generated table
     if os.path.exists(notes):

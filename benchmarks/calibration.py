@@ -3,7 +3,9 @@
 
 For each grid of K = 1, 2, 4, 8 uniform steps: the few-step likelihood (bidirectional map and the paper's
 evaluation) against the teacher's dopri5 likelihood on the same dequantised test data, and, per segment, the
-error of the map's divergence integral and end point when started from the teacher's own state.
+error of the map's divergence integral and end point when started from the teacher's own state; and the error
+budget (``docs/method.md`` section 6.1: the error in log-density split into the prior term's radial and spread parts
+and the divergence part, with the map's own Jacobian log-determinant where ``d <= 64``).
 
 Writes ``<output_dir>/calibration_<dataset>.json`` and ``calibration_<dataset>.png``.
 
@@ -60,6 +62,7 @@ def main(args):
         F2D2LikelihoodPipeline,
         ReferenceLikelihoodOutput,
         likelihood_calibration,
+        likelihood_error_budget,
         load_teacher,
         segment_calibration,
     )
@@ -93,6 +96,11 @@ def main(args):
             cal = segment_calibration(student, sub, [sigmas[i] for i in idx], direction=direction)
             segments[f"{steps}-{direction}"] = {k: (v.tolist() if torch.is_tensor(v) else v) for k, v in cal.items()}
 
+    # The map's own Jacobian costs d backward passes per step count: images up to 8x8 and vector data only.
+    budget = likelihood_error_budget(student, data, reference.trajectory[-1], reference.divergence_integrals[-1],
+                                     steps=GRIDS, map_log_det=data[0].numel() <= 64)
+    error_budget = dict(rows=budget.rows, teacher_end_point_norm=budget.teacher_end_point_norm)
+
     print(f"\n{args.dataset}: {len(data)} test points, reference {args.divergence} divergence, {reference.nfe} NFE, "
           f"{reference_seconds:.1f} s; errors in {unit}")
     print(f"{'method':<16}{'eval':<15}{'steps':>6}{'value':>10}{'error':>10}{'|error|':>10}{'seconds':>9}")
@@ -104,6 +112,13 @@ def main(args):
         print(f"per segment ({key}): teacher integral {[round(v, 2) for v in s['teacher_integral']]}")
         print(f"    integral error (nats) {[round(v, 2) for v in s['integral_error']]}")
         print(f"    state error (L2)      {[round(v, 3) for v in s['state_error']]}")
+
+    print("error budget (nats of log-density, positive = too optimistic; docs/method.md section 6.1):")
+    for b in budget.rows:
+        jacobian = (f"; map's own log-det {b['map_log_det']:.2f} (self-consistent error {b['self_consistent_error']:+.2f})"
+                    if "map_log_det" in b else "")
+        print(f"    {b['steps']} steps: radial {b['radial']:+.3f} + spread {b['spread']:.3f} + divergence "
+              f"{b['divergence']:+.3f} = {b['error']:+.3f}; end-point error {b['end_point_error']:.3f}{jacobian}")
 
     sampling_path = []
     if args.sampling_path_samples:
@@ -123,7 +138,8 @@ def main(args):
     name = f"calibration_{args.dataset}"
     write_json(os.path.join(args.output_dir, name + ".json"),
                dict(student=args.student, teacher=args.teacher, dataset=args.dataset, num_points=len(data), unit=unit,
-                    reference_divergence=args.divergence, rows=rows, segments=segments, sampling_path=sampling_path))
+                    reference_divergence=args.divergence, rows=rows, segments=segments, sampling_path=sampling_path,
+                    error_budget=error_budget))
 
     plot_from_json(os.path.join(args.output_dir, name + ".json"))  # the figure is drawn from the JSON it shows
     print(f"wrote {args.output_dir}/{name}.json and .png")
@@ -156,7 +172,8 @@ def plot_report(report, path) -> str:
 
     Three panels: the total error against the number of steps; the teacher's divergence integral per segment of
     the 8-step likelihood grid; and the map's per-segment error on its own scale (it is ~100x smaller than the
-    integrals), with each value written under its bar.
+    integrals), with each value written under its bar. Reports with an ``error_budget`` get a fourth panel, its
+    parts stacked per step count.
     """
     import matplotlib
 
@@ -164,7 +181,9 @@ def plot_report(report, path) -> str:
     import matplotlib.pyplot as plt
 
     rows, unit, segments = report["rows"], report["unit"], report["segments"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), gridspec_kw=dict(width_ratios=[1.05, 1, 1.15]))
+    budget = report.get("error_budget")  # reports written before the budget existed have three panels
+    ratios = [1.05, 1, 1.15] + ([1.05] if budget else [])
+    fig, axes = plt.subplots(1, len(ratios), figsize=(5 * len(ratios), 5.2), gridspec_kw=dict(width_ratios=ratios))
     for evaluation, marker in (("bidirectional", "o"), ("paper", "s")):
         rs = sorted((r for r in rows if r["evaluation"] == evaluation), key=lambda r: r["steps"])
         if not rs:
@@ -213,11 +232,38 @@ def plot_report(report, path) -> str:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="upper right")
 
+    if budget:
+        plot_error_budget(axes[3], budget["rows"])
     fig.suptitle(figure_title(report), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)
+
+
+def plot_error_budget(ax, rows) -> None:
+    """Stacked bars of the radial, spread and divergence parts per step count, with their sum marked."""
+    positions = range(len(rows))
+    parts = (("radial", "C0", "radial: x_K . (T - x_K)"), ("spread", "C1", "spread: |T - x_K|^2 / 2"),
+             ("divergence", "C2", "divergence: sum h D - integral"))
+    above, below = [0.0] * len(rows), [0.0] * len(rows)
+    for key, colour, label in parts:
+        values = [r[key] for r in rows]
+        bottoms = [a if v >= 0 else b for v, a, b in zip(values, above, below)]
+        ax.bar(positions, values, bottom=bottoms, width=0.6, color=colour, label=label)
+        above = [a + max(v, 0.0) for v, a in zip(values, above)]
+        below = [b + min(v, 0.0) for v, b in zip(values, below)]
+    ax.plot(positions, [r["error"] for r in rows], "D", color="k", ms=6, label="total error (sum)")
+    if "self_consistent_error" in rows[0]:
+        ax.plot(positions, [r["self_consistent_error"] for r in rows], "x", color="C3", ms=8, mew=2,
+                label="log N(x_K) + map's own log-det, minus teacher")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(list(positions), [f"{r['steps']}\n{r['error']:+.3g}" for r in rows], fontsize=8)
+    ax.set_xlabel("steps; under each: total error (nats)", fontsize=8)
+    ax.set_ylabel("log-density error, map minus teacher (nats)")
+    ax.set_title("Error budget: where the bias comes from", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
 
 
 def plot_from_json(json_path, png_path=None) -> str:

@@ -7,7 +7,8 @@ Scores the first 64 training digits and the first 64 test digits (dequantisation
 reports the mean error and MAE (bits/dim; negative = the student is too optimistic), the mean norm of the
 end points (teacher: its dopri5 states at ``sigma = 1``; student: its encoding at ``sigma = 1``), and the slope of a
 least-squares line through (teacher log p, student log p), within each split and over both together: 1 for a
-student that follows the teacher, below 1 for one whose likelihoods span a compressed range.
+student that follows the teacher, below 1 for one whose likelihoods span a compressed range; and the error budget
+(``docs/method.md`` section 6.1: the error in log-density split into radial, spread and divergence parts, nats).
 
 Writes ``benchmarks/results/likelihood_gap_digits.json`` and ``.png`` (the scatter, one panel per step count).
 
@@ -45,7 +46,7 @@ def parse_args(argv=None):
 @torch.no_grad()
 def main(args):
     from f2d2_diffusers.evaluation.digits_reference import NUM_TEST, cached_reference
-    from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2Pipeline, load_teacher
+    from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2Pipeline, likelihood_error_budget, load_teacher
 
     if args.replot:
         print(redraw_from_json(args.replot, plot_report))
@@ -63,6 +64,9 @@ def main(args):
     for split in SPLITS:
         data, reference = cached_reference(teacher, split, args.cache_dir)
         rows = score_split(pipe, data, reference)
+        budget = likelihood_error_budget(pipe.unet, data, reference.states[:, -1], reference.integrals[:, -1], steps=STEPS)
+        for k, parts in zip(STEPS, budget.rows):
+            rows[str(k)]["budget"] = {key: parts[key] for key in ("radial", "spread", "divergence", "end_point_error")}
         for k in STEPS:
             pooled[k][0].append(np.asarray(rows["teacher_log_prob"]))
             pooled[k][1].append(np.asarray(rows[str(k)]["student_log_prob"]))
@@ -81,6 +85,9 @@ def main(args):
         print(f"{split}: teacher {rows['teacher_bits_per_dim']:.3f} bits/dim, end points {rows['teacher_end_point_norm']:.2f}; "
               f"student error at {STEPS} steps: {errors} bits/dim, end points (1 step) {rows['1']['end_point_norm']:.2f}, "
               f"slope within the split " + ", ".join(f"{rows[str(k)]['slope_within_split']:.2f}" for k in STEPS))
+        print("    error budget (nats of log-density; radial / spread / divergence): " + "; ".join(
+            f"{k} step{'s' if k > 1 else ''} {b['radial']:+.2f} / {b['spread']:.2f} / {b['divergence']:+.2f}"
+            for k, b in ((k, rows[str(k)]["budget"]) for k in STEPS)))
     print("slope (student log p on teacher log p):", {k: round(v["slope"], 3) for k, v in report["slope"].items()})
     print(f"wrote {args.output} and {png}")
 

@@ -3,7 +3,10 @@
 The math, its conventions and which module implements each formula: ``docs/method.md``.
 """
 
-from .calibration import LikelihoodCalibration, SegmentCalibration, likelihood_calibration, segment_calibration
+from .calibration import (
+    LikelihoodCalibration, LikelihoodErrorBudget, SegmentCalibration, likelihood_calibration, likelihood_error_budget,
+    segment_calibration,
+)
 from .dequantization import bits_per_dim, dequantize, discrete_log_prob, pixels_to_levels, standard_normal_log_prob
 from .divergence import exact_divergence, hutchinson_divergence, resolve_divergence_method
 from .flow_map import evaluate_flow_map, evaluate_velocity, flow_map_step, integrate_flow_map, interpolant
@@ -37,7 +40,7 @@ __all__ = [
     "FlowMatchingEulerPipeline", "FlowMatchingModelOutput", "LikelihoodCalibration", "ReferenceLikelihoodOutput", "SegmentCalibration",
     "ShortcutF2D2LossOutput", "bits_per_dim", "dequantize", "discrete_log_prob", "evaluate_flow_map", "evaluate_velocity",
     "exact_divergence", "flow_map_step", "flow_matching_loss", "hutchinson_divergence", "integrate_flow_map",
-    "interpolant", "likelihood_calibration", "load_teacher", "pixels_to_levels", "reference_log_likelihood",
+    "interpolant", "likelihood_calibration", "likelihood_error_budget", "LikelihoodErrorBudget", "load_teacher", "pixels_to_levels", "reference_log_likelihood",
     "resolve_divergence_method", "sample_shape", "segment_calibration", "shortcut_f2d2_loss", "meanflow_f2d2_loss", "MeanFlowF2D2LossOutput", "standard_normal_log_prob",
     "teacher_euler_sample",
 ]

@@ -197,3 +197,92 @@ def segment_calibration(
         state_error=torch.stack(rows["state"]),
         direction=direction,
     )
+
+
+@dataclass
+class LikelihoodErrorBudget(BaseOutput):
+    """
+    One row per step count of the few-step likelihood's error against the teacher's ODE, split exactly into its
+    parts (``docs/method.md`` section 6.1), each a per-sample mean in nats of log-density (positive = the map is too
+    optimistic). With ``T`` the teacher's end point, ``x_K`` the map's and ``eps = T - x_K``:
+    ``error = radial + spread + divergence``, ``radial = x_K . eps``, ``spread = |eps|^2 / 2``,
+    ``divergence = sum_k h_k D_k - integral div v``.
+
+    Args:
+        rows (`List[dict]`): ``steps``, ``error``, ``radial``, ``spread``, ``divergence``, ``end_point_error`` (mean
+            ``|eps|``), ``end_point_norm`` (mean ``|x_K|``) and, when asked for, ``map_log_det`` (mean
+            ``log|det d x_K / d x_0|`` of the map's own end point) and ``self_consistent_error`` (the error of
+            ``log N(x_K) + map_log_det``, the density the map's state update alone defines).
+        teacher_end_point_norm (`float`): mean ``|T|``.
+    """
+
+    rows: List[dict]
+    teacher_end_point_norm: float
+
+
+def likelihood_error_budget(
+    flow_map,
+    sample: torch.Tensor,
+    teacher_end: torch.Tensor,
+    teacher_integral: torch.Tensor,
+    steps: Sequence[int] = (1, 2, 4, 8),
+    map_log_det: bool = False,
+) -> LikelihoodErrorBudget:
+    """Split ``flow_map``'s few-step likelihood error on ``sample`` into the prior term's radial and spread parts and
+    the divergence part (see :class:`LikelihoodErrorBudget`).
+
+    Args:
+        sample: model-space data (dequantised), ``(batch, *dims)``; the encoding runs on the uniform grid ``k/K``.
+        teacher_end: the teacher's ODE state at ``sigma = 1`` for each sample, same shape.
+        teacher_integral: ``integral_0^1 div v`` along the teacher's path, ``(batch,)`` nats.
+        map_log_det: also compute the exact log-determinant of the K-step map's Jacobian (``d`` backward passes per
+            step count; refused above 1,024 dimensions).
+    """
+    from .dequantization import standard_normal_log_prob
+
+    num_dims = sample[0].numel()
+    if teacher_end.shape != sample.shape or teacher_integral.shape != (sample.shape[0],):
+        raise ValueError(
+            f"teacher_end must match sample's shape {tuple(sample.shape)} and teacher_integral be one value per sample; "
+            f"got {tuple(teacher_end.shape)} and {tuple(teacher_integral.shape)}"
+        )
+    if map_log_det and num_dims > 1024:
+        raise ValueError(f"map_log_det needs d backward passes; {num_dims} dimensions is too many (limit 1024)")
+    teacher_end = teacher_end.reshape(sample.shape[0], -1).double()
+    teacher_integral = teacher_integral.double()
+
+    def encode(x, num_steps):
+        integral = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        for k in range(num_steps):
+            output = evaluate_flow_map(flow_map, x, k / num_steps, 1.0 / num_steps)
+            x, delta_log_prob = flow_map_step(x, output.sample, output.divergence, 1.0 / num_steps)
+            integral = integral - delta_log_prob.double()
+        return x, integral
+
+    rows = []
+    for num_steps in steps:
+        with torch.no_grad():
+            end, integral = encode(sample, num_steps)
+        end = end.reshape(sample.shape[0], -1).double()
+        eps = teacher_end - end
+        radial, spread = (end * eps).sum(dim=1), eps.pow(2).sum(dim=1) / 2
+        divergence = integral - teacher_integral
+        row = dict(steps=num_steps, error=(radial + spread + divergence).mean().item(), radial=radial.mean().item(),
+                   spread=spread.mean().item(), divergence=divergence.mean().item(),
+                   end_point_error=eps.norm(dim=1).mean().item(), end_point_norm=end.norm(dim=1).mean().item())
+        if map_log_det:
+            log_det = _map_log_det(lambda x: encode(x, num_steps)[0], sample)
+            teacher_log_prob = standard_normal_log_prob(teacher_end) + teacher_integral
+            row["map_log_det"] = log_det.mean().item()
+            row["self_consistent_error"] = (standard_normal_log_prob(end) + log_det - teacher_log_prob).mean().item()
+        rows.append(row)
+    return LikelihoodErrorBudget(rows=rows, teacher_end_point_norm=teacher_end.norm(dim=1).mean().item())
+
+
+def _map_log_det(encode, sample: torch.Tensor) -> torch.Tensor:
+    """``log|det J|`` per sample of a per-sample map (``(batch, *dims) -> (batch, *dims)``), by ``d`` vectorised
+    backward passes over the batch (samples do not interact in an eval-mode network)."""
+    batch, num_dims = sample.shape[0], sample[0].numel()
+    jacobian = torch.autograd.functional.jacobian(lambda x: encode(x).sum(dim=0), sample, vectorize=True)
+    jacobian = jacobian.reshape(num_dims, batch, num_dims).transpose(0, 1)
+    return torch.linalg.slogdet(jacobian.double())[1]

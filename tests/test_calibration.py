@@ -64,3 +64,70 @@ def test_sampling_path_log_density_of_the_exact_map_matches_the_teacher():
     assert [r["steps"] for r in rows] == [1, 2] and all(r["unit"] == "nats" for r in rows)
     for row in rows:
         assert abs(row["error"]) < 1e-3 and row["abs_error"] < 1e-3 and row["nfe"] == row["steps"]
+
+
+class ShiftedEndPoint(GaussianFlowMap):
+    """The exact map with its average velocity off by a constant: a K-step encoding ends ``OFFSET`` past the truth."""
+
+    OFFSET = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+
+    def forward(self, sample, timestep, step=0.0, return_dict=True):
+        out = super().forward(sample, timestep, step)
+        out.sample = out.sample + self.OFFSET
+        return out
+
+
+def _budget(flow_map, params, steps=(1, 2), **kwargs):
+    from f2d2_diffusers.calibration import likelihood_error_budget
+
+    teacher = GaussianVelocity(**params)
+    x0 = teacher.mean + teacher.std * torch.randn(16, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = reference_log_likelihood(teacher, x0)
+    integral = ref.log_prob - _standard_normal(ref.latents)
+    return x0, ref, likelihood_error_budget(flow_map, x0, ref.latents, integral, steps=steps, **kwargs)
+
+
+def _standard_normal(x):
+    from f2d2_diffusers.dequantization import standard_normal_log_prob
+
+    return standard_normal_log_prob(x)
+
+
+def test_the_exact_map_has_an_empty_error_budget_and_a_consistent_jacobian():
+    params = gaussian_params((3,))
+    _, ref, budget = _budget(GaussianFlowMap(**params), params, map_log_det=True)
+    for row in budget.rows:
+        for key in ("error", "radial", "spread", "divergence", "end_point_error", "self_consistent_error"):
+            assert abs(row[key]) < 1e-4, (key, row)
+        # The affine Gaussian map's log-determinant is the teacher's divergence integral.
+        assert abs(row["map_log_det"] - (ref.log_prob - _standard_normal(ref.latents)).mean().item()) < 1e-4
+
+
+def test_the_budget_splits_an_end_point_offset_into_radial_and_spread_parts():
+    from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2Scheduler
+
+    params = gaussian_params((3,))
+    flow_map = ShiftedEndPoint(**params)
+    x0, ref, budget = _budget(flow_map, params, map_log_det=True)
+    pipe = F2D2LikelihoodPipeline(unet=flow_map, scheduler=F2D2Scheduler(), num_levels=None)
+    pipe.set_progress_bar_config(disable=True)
+    offset = ShiftedEndPoint.OFFSET
+    # One step lands exactly OFFSET past the teacher's end point.
+    one = budget.rows[0]
+    assert abs(one["spread"] - offset.pow(2).sum().item() / 2) < 1e-4
+    assert abs(one["radial"] + ((ref.latents + offset) * offset).sum(dim=1).mean().item()) < 1e-4
+    for row in budget.rows:
+        assert abs(row["divergence"]) < 1e-4 and row["spread"] > 0.01
+        # The parts add up to the error the likelihood pipeline itself makes.
+        log_prob = pipe(x0, num_inference_steps=row["steps"], dequantize=False).log_prob
+        assert abs(row["error"] - (log_prob - ref.log_prob).mean().item()) < 1e-4
+        # A constant shift keeps the Jacobian: the state-update density moves by the prior term only.
+        assert abs(row["self_consistent_error"] - (row["radial"] + row["spread"])) < 1e-4
+
+
+def test_the_budget_rejects_mismatched_teacher_states():
+    from f2d2_diffusers.calibration import likelihood_error_budget
+
+    params = gaussian_params((3,))
+    with pytest.raises(ValueError, match="teacher_end"):
+        likelihood_error_budget(GaussianFlowMap(**params), torch.zeros(4, 3), torch.zeros(4, 2), torch.zeros(4))

@@ -112,17 +112,20 @@ def shortcut_f2d2_loss(
     )
     data_b, noise_b = batch[num_diagonal:], noise[num_diagonal:]
     x_b = interpolant(data_b, noise_b, sigma_b)
+    u_target_b, div_target_b = torch.zeros_like(x_b), x_b.new_zeros(num_bootstrap)
+    # bootstrap_fraction = 0 trains the tangent alone: no (empty) half-step target calls.
     with torch.no_grad():
-        first = evaluate_flow_map(target_model, x_b, sigma_b, h_b / 2)
-        x_mid, _ = flow_map_step(x_b, first.sample, first.divergence, h_b / 2)
-        second = evaluate_flow_map(target_model, x_mid, sigma_b + h_b / 2, h_b / 2)
-        u_target_b = (first.sample + second.sample) / 2
-        div_target_b = (first.divergence + second.divergence) / 2
-        finest = levels == max_level
-        if teacher_finest_level and finest.any():
-            u_target_b[finest], div_target_b[finest] = _teacher_midpoint_step(
-                teacher, x_b[finest], sigma_b[finest], h_b[finest], divergence, num_probes, generator
-            )
+        if num_bootstrap > 0:
+            first = evaluate_flow_map(target_model, x_b, sigma_b, h_b / 2)
+            x_mid, _ = flow_map_step(x_b, first.sample, first.divergence, h_b / 2)
+            second = evaluate_flow_map(target_model, x_mid, sigma_b + h_b / 2, h_b / 2)
+            u_target_b = (first.sample + second.sample) / 2
+            div_target_b = (first.divergence + second.divergence) / 2
+            finest = levels == max_level
+            if teacher_finest_level and finest.any():
+                u_target_b[finest], div_target_b[finest] = _teacher_midpoint_step(
+                    teacher, x_b[finest], sigma_b[finest], h_b[finest], divergence, num_probes, generator
+                )
 
     # One forward pass of the student over both parts.
     prediction = evaluate_flow_map(

@@ -67,6 +67,21 @@ def test_shortcut_loss_on_images_with_a_teacher(tiny_f2d2_unet):
     assert all(p.grad is None for p in teacher.parameters())
 
 
+def test_bootstrap_fraction_zero_trains_the_tangent_alone(tiny_f2d2_unet):
+    from diffusers import UNet2DModel
+
+    from testing_utils import tiny_unet_config
+
+    teacher = UNet2DModel(**tiny_unet_config()).eval()
+    out = shortcut_f2d2_loss(
+        tiny_f2d2_unet, torch.rand(4, 1, 8, 8) * 2 - 1, generator=torch.Generator().manual_seed(0), teacher=teacher,
+        divergence="hutchinson", bootstrap_fraction=0.0, teacher_finest_level=True,
+    )
+    out.loss.backward()
+    assert out.bootstrap_loss == 0 and out.diagonal_loss > 0
+    torch.testing.assert_close(out.loss.detach(), out.diagonal_loss)
+
+
 def test_flow_matching_loss_is_lowest_at_the_true_velocity(gaussian_batch):
     params, teacher, batch = gaussian_batch
     wrong = GaussianVelocity(**{**params, "data_std": [s * 1.5 for s in params["data_std"]]})
