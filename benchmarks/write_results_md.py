@@ -183,7 +183,8 @@ def build(results_dir, base):
     header = len(lines)
     for path in sorted(glob.glob(os.path.join(results_dir, "likelihood_*.json"))):
         report = load(path)
-        if report:
+        # bench_likelihood.py names its report after its dataset; other likelihood_* files (likelihood_gap.py) differ.
+        if report and os.path.basename(path) == f"likelihood_{report.get('dataset')}.json":
             lines += likelihood_section(report, path[:-5] + ".png", base)
     path = os.path.join(results_dir, "scaling.json")
     if os.path.isfile(path) and (report := load(path)):

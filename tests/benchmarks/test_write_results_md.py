@@ -34,6 +34,8 @@ def fake_results(root):
     (results / "likelihood_checkerboard.json").write_text(json.dumps(dict(
         dataset="checkerboard", mode="quick", num_points=10, unit="nats", rows=rows, targets=targets)))
     (results / "likelihood_checkerboard.png").write_bytes(b"png")
+    # Another benchmark's report under the same prefix (likelihood_gap.py): not a likelihood benchmark section.
+    (results / "likelihood_gap_digits.json").write_text(json.dumps(dict(student="s", splits={}, slope={})))
     (results / "scaling.json").write_text(json.dumps(dict(
         markdown_table="| sweep | batch |\n|---|---:|\n| batch | 1 |", memory_method="VmHWM", rows=[])))
     (results / "sampling_digits.json").write_text(json.dumps(dict(rows=[dict(steps=2, fid=1.5, label="F2D2")])))
@@ -57,6 +59,7 @@ def test_table_from_fake_results_and_marker_replacement(tmp_path, capsys):
     assert "skipped: flow_matching is not importable" in block
     assert "100x less time" in block and "met" in block
     assert "![likelihood_checkerboard.png](benchmarks/results/likelihood_checkerboard.png)" in block
+    assert "likelihood_gap" not in block and "None" not in block
     assert "| batch | 1 |" in block  # scaling's own table
     assert "### Sampling: digits" in block and "| steps | fid | label |" in block
     assert "calibration" not in block.lower()  # missing files are skipped
