@@ -33,7 +33,7 @@ STEPS = (1, 2, 4, 8)
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", required=True, help="name of the row")
+    p.add_argument("--variant", default=None, help="name of the row (required unless --rewrite_table)")
     p.add_argument("--init", default=str(REPO_ROOT / "checkpoints" / "f2d2-digits"),
                    help="F2D2 pipeline folder to start from, or 'teacher' (from_teacher)")
     p.add_argument("--student_config", default=None,
@@ -72,6 +72,8 @@ def parse_args(argv=None):
                    help="path stem of the .md table and .jsonl rows")
     p.add_argument("--save_to", default=None, help="also save the fine-tuned pipeline here")
     p.add_argument("--only_caches", action="store_true", help="build the caches and stop")
+    p.add_argument("--rewrite_table", action="store_true",
+                   help="only rewrite <results>.md from its .jsonl rows and the hand-kept <results>_notes.md")
     p.add_argument("--widen_starts", choices=["none", "gaussian", "mixup", "teacher", "shift"], default="none",
                    help="replace part of each batch by wider start points (f2d2_diffusers.training.starts)")
     p.add_argument("--widen_fraction", type=float, default=0.5)
@@ -80,7 +82,10 @@ def parse_args(argv=None):
     p.add_argument("--eval_split", choices=["test", "train"], default="test",
                    help="score 64 test digits (default) or the first 64 training digits (same dequantisation seed): "
                         "the gap between the two separates a map that does not fit from one that does not generalise")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.variant is None and not args.rewrite_table:
+        p.error("--variant is required (unless --rewrite_table)")
+    return args
 
 
 def build_caches(args, teacher):
@@ -136,6 +141,10 @@ def evaluate(student, reference, test) -> dict:
 
 
 def main(args):
+    if args.rewrite_table:
+        write_table(args.results)
+        print(f"wrote {args.results}.md")
+        return
     from f2d2_diffusers import (
         F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, load_teacher, meanflow_f2d2_loss, shortcut_f2d2_loss,
     )
@@ -251,9 +260,15 @@ def _budget_cell(budget) -> str:
 
 
 def write_row(stem: str, row: dict) -> None:
+    """Append ``row`` to ``<stem>.jsonl`` and rewrite ``<stem>.md`` from all rows (see :func:`write_table`)."""
     os.makedirs(os.path.dirname(stem), exist_ok=True)
     with open(stem + ".jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
+    write_table(stem)
+
+
+def write_table(stem: str) -> None:
+    """``<stem>.md``: the table of every row in ``<stem>.jsonl``, then the hand-kept ``<stem>_notes.md``."""
     rows = [json.loads(line) for line in open(stem + ".jsonl")]
     lines = [
         "# Digits calibration ablations",
@@ -264,7 +279,8 @@ def write_row(stem: str, row: dict) -> None:
         "between the map's end point and the teacher's, started from the teacher's state: for the 1-step encode, "
         "the first of 2 steps, and the 8 segments of the 8-step grid. Rows marked [scored on train digits] score the "
         "first 64 training digits instead (`--eval_split train`). Budget: the 1-step error in log-density split into "
-        "radial + spread + divergence parts (nats, positive = too optimistic; `docs/method.md` section 6.1); "
+        "radial + spread + divergence parts (nats of log-density, positive = too optimistic, so their sum is "
+        "err 1 x (-64 ln 2); `docs/method.md` section 6.1); "
         "- for rows measured before it existed.",
         "",
         "| variant | init | steps | min | err 1 | err 2 | err 4 | err 8 | MAE 1 | MAE 2 | state 1-step | state 1st of 2 "

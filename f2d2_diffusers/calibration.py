@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 import torch
 from diffusers.utils import BaseOutput
 
-from .dequantization import bits_per_dim
+from .dequantization import bits_per_dim, standard_normal_log_prob
 from .flow_map import evaluate_flow_map, flow_map_step
 from .reference_likelihood import ReferenceLikelihoodOutput, reference_log_likelihood
 
@@ -209,8 +209,8 @@ class LikelihoodErrorBudget(BaseOutput):
     ``divergence = sum_k h_k D_k - integral div v``.
 
     Args:
-        rows (`List[dict]`): ``steps``, ``error``, ``radial``, ``spread``, ``divergence``, ``end_point_error`` (mean
-            ``|eps|``), ``end_point_norm`` (mean ``|x_K|``) and, when asked for, ``map_log_det`` (mean
+        rows (`List[dict]`): ``steps``, ``error``, ``radial``, ``spread``, ``divergence`` (nats), ``end_point_error``
+            (mean L2 norm ``|eps|`` over the whole sample), ``end_point_norm`` (mean ``|x_K|``) and, when asked for, ``map_log_det`` (mean
             ``log|det d x_K / d x_0|`` of the map's own end point) and ``self_consistent_error`` (the error of
             ``log N(x_K) + map_log_det``, the density the map's state update alone defines).
         teacher_end_point_norm (`float`): mean ``|T|``.
@@ -236,10 +236,10 @@ def likelihood_error_budget(
         teacher_end: the teacher's ODE state at ``sigma = 1`` for each sample, same shape.
         teacher_integral: ``integral_0^1 div v`` along the teacher's path, ``(batch,)`` nats.
         map_log_det: also compute the exact log-determinant of the K-step map's Jacobian (``d`` backward passes per
-            step count; refused above 1,024 dimensions).
+            step count; refused above 1,024 dimensions). ``flow_map`` must be in eval mode with samples that do not
+            interact (no batch statistics), as the package's models are.
     """
-    from .dequantization import standard_normal_log_prob
-
+    sample = sample.to(device=flow_map.device, dtype=flow_map.dtype)
     num_dims = sample[0].numel()
     if teacher_end.shape != sample.shape or teacher_integral.shape != (sample.shape[0],):
         raise ValueError(
@@ -248,8 +248,9 @@ def likelihood_error_budget(
         )
     if map_log_det and num_dims > 1024:
         raise ValueError(f"map_log_det needs d backward passes; {num_dims} dimensions is too many (limit 1024)")
-    teacher_end = teacher_end.reshape(sample.shape[0], -1).double()
-    teacher_integral = teacher_integral.double()
+    teacher_end = teacher_end.reshape(sample.shape[0], -1).to(sample.device).double()
+    teacher_integral = teacher_integral.to(sample.device).double()
+    teacher_log_prob = standard_normal_log_prob(teacher_end) + teacher_integral
 
     def encode(x, num_steps):
         integral = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
@@ -272,7 +273,6 @@ def likelihood_error_budget(
                    end_point_error=eps.norm(dim=1).mean().item(), end_point_norm=end.norm(dim=1).mean().item())
         if map_log_det:
             log_det = _map_log_det(lambda x: encode(x, num_steps)[0], sample)
-            teacher_log_prob = standard_normal_log_prob(teacher_end) + teacher_integral
             row["map_log_det"] = log_det.mean().item()
             row["self_consistent_error"] = (standard_normal_log_prob(end) + log_det - teacher_log_prob).mean().item()
         rows.append(row)

@@ -131,3 +131,24 @@ def test_the_budget_rejects_mismatched_teacher_states():
     params = gaussian_params((3,))
     with pytest.raises(ValueError, match="teacher_end"):
         likelihood_error_budget(GaussianFlowMap(**params), torch.zeros(4, 3), torch.zeros(4, 2), torch.zeros(4))
+
+
+def test_the_map_log_det_of_an_image_map_matches_one_jacobian_per_sample():
+    from diffusers import UNet2DModel
+
+    from f2d2_diffusers import F2D2UNet2DModel
+    from f2d2_diffusers.calibration import likelihood_error_budget
+    from f2d2_diffusers.flow_map import evaluate_flow_map
+    from testing_utils import randomise_new_layers, tiny_unet_config
+
+    teacher = UNet2DModel(**tiny_unet_config(sample_size=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                             up_block_types=("UpBlock2D", "UpBlock2D")))
+    student = randomise_new_layers(F2D2UNet2DModel.from_teacher(teacher)).eval()
+    x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    budget = likelihood_error_budget(student, x, torch.zeros_like(x), torch.zeros(3), steps=(1,), map_log_det=True)
+    expected = []
+    for one in x:
+        jac = torch.autograd.functional.jacobian(
+            lambda z: (z + evaluate_flow_map(student, z, 0.0, 1.0).sample).reshape(-1), one[None])
+        expected.append(torch.linalg.slogdet(jac.reshape(16, 16).double())[1])
+    assert abs(budget.rows[0]["map_log_det"] - torch.stack(expected).mean().item()) < 1e-4

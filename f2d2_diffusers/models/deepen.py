@@ -12,6 +12,7 @@ from typing import List
 
 import torch
 
+from ..flow_map import unwrap_model
 from .utils import init_kwargs_from, match_device_and_dtype, zero_module
 
 
@@ -35,6 +36,7 @@ def deepen_unet(model, layers_per_block: int):
         model: the network to deepen; its blocks must be ``DownBlock2D`` / ``UpBlock2D`` (no attention blocks).
         layers_per_block: the new depth, at least the model's own.
     """
+    model = unwrap_model(model)
     config = dict(model.config)
     layers = config["layers_per_block"]
     if not isinstance(layers, int):
@@ -46,6 +48,7 @@ def deepen_unet(model, layers_per_block: int):
         raise ValueError(f"deepen_unet handles DownBlock2D / UpBlock2D blocks only, this model has {sorted(kinds)}")
     config["layers_per_block"] = layers_per_block
     deeper = match_device_and_dtype(type(model)(**init_kwargs_from(type(model), config)), model)
+    deeper.train(model.training)
     if layers_per_block == layers:
         deeper.load_state_dict(model.state_dict())
         return deeper
@@ -57,7 +60,7 @@ def deepen_unet(model, layers_per_block: int):
     for name, value in old_state.items():
         parts = name.split(".")
         if parts[0] == "up_blocks" and parts[2] == "resnets":
-            block, old_index = int(parts[1]), int(parts[3])
+            old_index = int(parts[3])
             parts[3] = str(up_sources.index(old_index))
         renamed[".".join(parts)] = value
     for name, value in renamed.items():

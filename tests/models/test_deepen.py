@@ -55,3 +55,12 @@ def test_unsupported_models_are_refused():
         deepen_unet(UNet2DModel(**tiny_unet_config()), 2)  # attention blocks
     with pytest.raises(ValueError, match="shallower"):
         deepen_unet(UNet2DModel(**tiny_unet_config(layers_per_block=2, **PLAIN)), 1)
+
+
+def test_same_depth_is_a_copy_and_the_mode_is_kept():
+    model = randomised(UNet2DModel(**tiny_unet_config(layers_per_block=2, **PLAIN)))
+    same = deepen_unet(model, 2)
+    assert not same.training and same is not model
+    for (name, a), (_, b) in zip(model.state_dict().items(), same.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert deepen_unet(model.train(), 3).training
