@@ -8,7 +8,8 @@ reports the mean error and MAE (bits/dim; negative = the student is too optimist
 end points (teacher: its dopri5 states at ``sigma = 1``; student: its encoding at ``sigma = 1``), and the slope of a
 least-squares line through (teacher log p, student log p), within each split and over both together: 1 for a
 student that follows the teacher, below 1 for one whose likelihoods span a compressed range; and the error budget
-(``docs/method.md`` section 6.1: the error in log-density split into radial, spread and divergence parts, nats).
+(``docs/method.md`` section 6.1: the error in log-density split into radial, spread and divergence parts, nats);
+and the relative error of the student's zero-step velocity against the teacher's at the teacher's own states.
 
 Writes ``benchmarks/results/likelihood_gap_digits.json`` and ``.png`` (the scatter, one panel per step count).
 
@@ -29,6 +30,8 @@ from f2d2_diffusers.evaluation.reports import benchmark_paths, redraw_from_json,
 PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
 STEPS = (1, 2, 4, 8)
 SPLITS = ("train", "test")
+#: Indices into the reference grid (sigma = k / 8) where the zero-step velocity is compared with the teacher's.
+TANGENT_GRID_POINTS = (0, 1, 2, 4)
 
 
 def parse_args(argv=None):
@@ -45,7 +48,8 @@ def parse_args(argv=None):
 
 @torch.no_grad()
 def main(args):
-    from f2d2_diffusers.evaluation.digits_reference import NUM_TEST, cached_reference
+    from f2d2_diffusers.calibration import tangent_error
+    from f2d2_diffusers.evaluation.digits_reference import GRID, NUM_TEST, cached_reference
     from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2Pipeline, likelihood_error_budget, load_teacher
 
     if args.replot:
@@ -67,6 +71,8 @@ def main(args):
         budget = likelihood_error_budget(pipe.unet, data, reference.states[:, -1], reference.integrals[:, -1], steps=STEPS)
         for k, parts in zip(STEPS, budget.rows):
             rows[str(k)]["budget"] = {key: parts[key] for key in ("radial", "spread", "divergence", "end_point_error")}
+        rows["tangent_error"] = {str(GRID[i]): tangent_error(pipe.unet, teacher, reference.states[:, i], GRID[i])
+                                 for i in TANGENT_GRID_POINTS}
         for k in STEPS:
             pooled[k][0].append(np.asarray(rows["teacher_log_prob"]))
             pooled[k][1].append(np.asarray(rows[str(k)]["student_log_prob"]))
@@ -88,6 +94,8 @@ def main(args):
         print("    error budget (nats of log-density; radial / spread / divergence): " + "; ".join(
             f"{k} step{'s' if k > 1 else ''} {b['radial']:+.2f} / {b['spread']:.2f} / {b['divergence']:+.2f}"
             for k, b in ((k, rows[str(k)]["budget"]) for k in STEPS)))
+        print("    zero-step velocity vs the teacher's (relative L2 error) at sigma " + ", ".join(
+            f"{sigma}: {value:.1%}" for sigma, value in rows["tangent_error"].items()))
     print("slope (student log p on teacher log p):", {k: round(v["slope"], 3) for k, v in report["slope"].items()})
     print(f"wrote {args.output} and {png}")
 

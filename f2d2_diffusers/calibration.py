@@ -15,7 +15,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from .dequantization import bits_per_dim, standard_normal_log_prob
-from .flow_map import evaluate_flow_map, flow_map_step
+from .flow_map import evaluate_flow_map, evaluate_velocity, flow_map_step
 from .reference_likelihood import ReferenceLikelihoodOutput, reference_log_likelihood
 
 
@@ -286,3 +286,14 @@ def _map_log_det(encode, sample: torch.Tensor) -> torch.Tensor:
     jacobian = torch.autograd.functional.jacobian(lambda x: encode(x).sum(dim=0), sample, vectorize=True)
     jacobian = jacobian.reshape(num_dims, batch, num_dims).transpose(0, 1)
     return torch.linalg.slogdet(jacobian.double())[1]
+
+
+@torch.no_grad()
+def tangent_error(flow_map, teacher, states: torch.Tensor, sigma: float) -> float:
+    """Mean relative L2 error ``|u(x, sigma, 0) - v(x, sigma)| / |v(x, sigma)|`` of the map's zero-step velocity
+    against the teacher's velocity at ``states`` (``(batch, *dims)``, e.g. the teacher's own ODE states at ``sigma``).
+    The map's steps are built on this tangent, so its error bounds how well any small step can fit."""
+    states = states.to(device=flow_map.device, dtype=flow_map.dtype)
+    teacher_velocity = evaluate_velocity(teacher, states.to(teacher.dtype), sigma).to(states.dtype).flatten(1)
+    map_velocity = evaluate_flow_map(flow_map, states, sigma, 0.0).sample.flatten(1)
+    return ((map_velocity - teacher_velocity).norm(dim=1) / teacher_velocity.norm(dim=1)).mean().item()

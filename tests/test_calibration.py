@@ -152,3 +152,13 @@ def test_the_map_log_det_of_an_image_map_matches_one_jacobian_per_sample():
             lambda z: (z + evaluate_flow_map(student, z, 0.0, 1.0).sample).reshape(-1), one[None])
         expected.append(torch.linalg.slogdet(jac.reshape(16, 16).double())[1])
     assert abs(budget.rows[0]["map_log_det"] - torch.stack(expected).mean().item()) < 1e-4
+
+
+def test_tangent_error_is_zero_for_the_exact_map_and_sees_an_offset():
+    from f2d2_diffusers.calibration import tangent_error
+
+    params = gaussian_params((3,))
+    teacher = GaussianVelocity(**params)
+    states = teacher.mean + teacher.std * torch.randn(16, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert tangent_error(GaussianFlowMap(**params), teacher, states, 0.3) < 1e-6
+    assert tangent_error(ShiftedEndPoint(**params), teacher, states, 0.3) > 0.01
