@@ -15,8 +15,9 @@ import torch
 from diffusers.utils import BaseOutput
 
 from .dequantization import bits_per_dim, standard_normal_log_prob
-from .flow_map import evaluate_flow_map, evaluate_velocity, flow_map_step
+from .flow_map import evaluate_flow_map, evaluate_velocity, flow_map_step, integrate_flow_map
 from .reference_likelihood import ReferenceLikelihoodOutput, reference_log_likelihood
+from .schedulers import F2D2Scheduler
 
 
 def likelihood_score(log_prob: torch.Tensor, num_dims: int, num_levels: Optional[int]) -> torch.Tensor:
@@ -253,12 +254,11 @@ def likelihood_error_budget(
     teacher_log_prob = standard_normal_log_prob(teacher_end) + teacher_integral
 
     def encode(x, num_steps):
-        integral = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-        for k in range(num_steps):
-            output = evaluate_flow_map(flow_map, x, k / num_steps, 1.0 / num_steps)
-            x, delta_log_prob = flow_map_step(x, output.sample, output.divergence, 1.0 / num_steps)
-            integral = integral - delta_log_prob.double()
-        return x, integral
+        """The map's end point and ``sum_k h_k D_k`` along the uniform likelihood grid, as the pipelines step it."""
+        scheduler = F2D2Scheduler()
+        scheduler.set_timesteps(num_steps, device=x.device, direction="likelihood")
+        end, delta_log_prob, _ = integrate_flow_map(flow_map, scheduler, x)
+        return end, -delta_log_prob.double()
 
     rows = []
     for num_steps in steps:
