@@ -90,6 +90,9 @@ def parse_args(argv=None):
     f2d2.add_argument("--trajectory_weight", type=float, default=0.0,
                       help="Weight of direct supervision on cached teacher ODE paths (the segments of the 1/2/4/8-step "
                            "grids; docs/method.md 5.3), added (plain MSE) to the objective's loss. 0: off. Needs a teacher.")
+    f2d2.add_argument("--teacher_weight_anchor", type=float, default=0.0,
+                      help="L2-SP: add this times sum (theta - theta_teacher)^2 over the weights the student shares with "
+                           "the teacher (docs/method.md 5.6). 0: off. Needs a teacher.")
     f2d2.add_argument("--trajectory_samples", type=int, default=2000,
                       help="Training examples whose teacher paths are computed once (dopri5) for --trajectory_weight.")
     f2d2.add_argument("--trajectory_draws", type=int, default=2,
@@ -121,6 +124,10 @@ def parse_args(argv=None):
         parser.error(f"--trajectory_weight must be >= 0, got {args.trajectory_weight}")
     if args.trajectory_weight > 0 and not args.teacher_model_name_or_path:
         parser.error("--trajectory_weight needs --teacher_model_name_or_path (the paths are the teacher's ODE)")
+    if args.teacher_weight_anchor < 0:
+        parser.error(f"--teacher_weight_anchor must be >= 0, got {args.teacher_weight_anchor}")
+    if args.teacher_weight_anchor > 0 and not args.teacher_model_name_or_path:
+        parser.error("--teacher_weight_anchor needs --teacher_model_name_or_path (it pulls toward the teacher's weights)")
     if args.trajectory_samples < 1 or args.trajectory_draws < 1:
         parser.error("--trajectory_samples and --trajectory_draws must be >= 1")
     if args.max_level < 0:
@@ -211,7 +218,7 @@ def main(args):
     from f2d2_diffusers import (
         F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, meanflow_f2d2_loss, shortcut_f2d2_loss,
     )
-    from f2d2_diffusers.objectives import trajectory_f2d2_loss
+    from f2d2_diffusers.objectives import anchor_weights, trajectory_f2d2_loss, weight_anchor_penalty
 
     user_config = {}
     if args.model_config_name_or_path:
@@ -256,6 +263,13 @@ def main(args):
 
         paths = training_trajectories(args, data, teacher, accelerator, seed=args.seed)
 
+    anchor = None
+    if args.teacher_weight_anchor > 0:
+        try:
+            anchor = anchor_weights(model, teacher)
+        except ValueError as error:
+            raise TrainingError(f"--teacher_weight_anchor: {error}") from None
+
     def objective_loss(prepared_model, batch):
         common = dict(
             teacher=teacher,
@@ -293,6 +307,10 @@ def main(args):
             )
             loss = loss + args.trajectory_weight * on_paths.loss
             extra["trajectory_loss"] = float(on_paths.loss)
+        if anchor is not None:
+            drift = weight_anchor_penalty(accelerator.unwrap_model(prepared_model), anchor)
+            loss = loss + args.teacher_weight_anchor * drift
+            extra["teacher_weight_drift"] = float(drift)
         return loss, extra
 
     sample_grid = training_utils.f2d2_grid(data, args.eval_batch_size) if args.save_images_steps else None
@@ -392,7 +410,8 @@ def write_card(args, data, result, model_cls, calibration: str):
             f"{step_description(args)}"
             f"{', starts anchored to the grid' if args.anchor_starts_to_grid and dyadic else ''}"
             f"{', finest level from teacher midpoint steps' if args.teacher_finest_level else ''}"
-            f"{f', plus teacher-path supervision (weight {args.trajectory_weight})' if args.trajectory_weight else ''}.",
+            f"{f', plus teacher-path supervision (weight {args.trajectory_weight})' if args.trajectory_weight else ''}"
+            f"{f', weights pulled toward the teacher (L2-SP, {args.teacher_weight_anchor})' if args.teacher_weight_anchor else ''}.",
             f"EMA weights: {'yes' if args.use_ema else 'no'}.",
         ],
     )

@@ -200,21 +200,36 @@ def test_f2d2_from_teacher_checkpoints_resume_and_pipeline(workdir, checkerboard
     assert "| teacher ODE (reference) | - |" in card and "| F2D2 paper | 8 | 8 |" in card
 
 
+def distil_on_images(workdir, image_teacher, out, *flags):
+    """``train_f2d2.py`` on the six-image folder from ``image_teacher``: Hutchinson targets, no checkpoints."""
+    launch(
+        workdir / "accelerate_config.json", "train_f2d2.py", "--train_data_dir", workdir / "images",
+        "--teacher_model_name_or_path", image_teacher, "--output_dir", out, "--train_batch_size", 4,
+        "--checkpointing_steps", 0, "--divergence", "hutchinson", "--hutchinson_probes", 1,
+        "--calibration_samples", 0, *flags, *COMMON,
+    )
+
+
 def test_f2d2_from_image_teacher(workdir, image_teacher):
     from f2d2_diffusers import F2D2Pipeline, F2D2UNet2DModel
 
     out = workdir / "f2d2-images"
-    launch(
-        workdir / "accelerate_config.json", "train_f2d2.py", "--train_data_dir", workdir / "images",
-        "--teacher_model_name_or_path", image_teacher, "--output_dir", out, "--train_batch_size", 4,
-        "--max_train_steps", 2, "--checkpointing_steps", 0, "--divergence", "hutchinson", "--hutchinson_probes", 1,
-        "--directions", "forward", "--calibration_samples", 0, *COMMON,
-    )
+    distil_on_images(workdir, image_teacher, out, "--max_train_steps", 2, "--directions", "forward")
     assert checkpoints(out) == []
     pipe = F2D2Pipeline.from_pretrained(out)
     assert isinstance(pipe.unet, F2D2UNet2DModel) and pipe.config.num_levels == 256
     result = pipe(batch_size=2, num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="np")
     assert result.images.shape == (2, 8, 8, 1) and torch.isfinite(result.bits_per_dim).all()
+
+
+def test_f2d2_weight_anchor_is_logged_and_named_in_the_card(workdir, image_teacher):
+    out = workdir / "f2d2-images-anchored"
+    distil_on_images(workdir, image_teacher, out, "--max_train_steps", 3, "--teacher_weight_anchor", 0.5)
+    rows = [json.loads(line) for line in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
+    drift = [row["teacher_weight_drift"] for row in rows]
+    # The student starts as the teacher, so the first step sees no drift; the optimiser then moves the weights.
+    assert drift[0] == 0.0 and drift[-1] > 0.0
+    assert "weights pulled toward the teacher (L2-SP, 0.5)" in (out / "README.md").read_text()
 
 
 def test_f2d2_self_distillation_on_digits(workdir):
@@ -266,6 +281,9 @@ BAD_INPUTS = [
     ("train_f2d2.py", ["--dataset", "checkerboard", "--teacher_model_name_or_path", "/nonexistent/teacher"],
      "no teacher folder"),
     ("train_f2d2.py", ["--dataset", "checkerboard", "--bootstrap_fraction", "1.5"], "bootstrap_fraction"),
+    ("train_f2d2.py", ["--dataset", "checkerboard", "--teacher_weight_anchor", "0.1"], "needs --teacher_model_name_or_path"),
+    ("train_f2d2.py", ["--dataset", "checkerboard", "--teacher_model_name_or_path", "t", "--teacher_weight_anchor", "-1"],
+     "--teacher_weight_anchor must be >= 0"),
     ("train_f2d2.py", ["--dataset", "checkerboard", "--resume_from_checkpoint", "/nonexistent/checkpoint-3"],
      "no checkpoint folder"),
 ]
