@@ -91,8 +91,10 @@ def parse_args(argv=None):
                       help="Weight of direct supervision on cached teacher ODE paths (the segments of the 1/2/4/8-step "
                            "grids; docs/method.md 5.3), added (plain MSE) to the objective's loss. 0: off. Needs a teacher.")
     f2d2.add_argument("--teacher_weight_anchor", type=float, default=0.0,
-                      help="L2-SP: add this times sum (theta - theta_teacher)^2 over the weights the student shares with "
-                           "the teacher (docs/method.md 5.6). 0: off. Needs a teacher.")
+                      help="L2-SP: add this times sum (theta - theta_teacher)^2 over all the weights the student shares "
+                           "with the teacher (docs/method.md 5.6; a sum, not a mean: the digits student's ends near 100 "
+                           "without the anchor). Logged as teacher_weight_penalty (part of loss) and "
+                           "teacher_weight_distance (|theta - theta_teacher| / |theta_teacher|). 0: off. Needs a teacher.")
     f2d2.add_argument("--trajectory_samples", type=int, default=2000,
                       help="Training examples whose teacher paths are computed once (dopri5) for --trajectory_weight.")
     f2d2.add_argument("--trajectory_draws", type=int, default=2,
@@ -218,7 +220,9 @@ def main(args):
     from f2d2_diffusers import (
         F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, meanflow_f2d2_loss, shortcut_f2d2_loss,
     )
-    from f2d2_diffusers.objectives import anchor_weights, trajectory_f2d2_loss, weight_anchor_penalty
+    from f2d2_diffusers.objectives import (
+        anchor_weights, anchor_norm, trajectory_f2d2_loss, weight_anchor_penalty,
+    )
 
     user_config = {}
     if args.model_config_name_or_path:
@@ -267,6 +271,7 @@ def main(args):
     if args.teacher_weight_anchor > 0:
         try:
             anchor = anchor_weights(model, teacher)
+            teacher_weight_norm = anchor_norm(anchor)
         except ValueError as error:
             raise TrainingError(f"--teacher_weight_anchor: {error}") from None
 
@@ -308,9 +313,11 @@ def main(args):
             loss = loss + args.trajectory_weight * on_paths.loss
             extra["trajectory_loss"] = float(on_paths.loss)
         if anchor is not None:
-            drift = weight_anchor_penalty(accelerator.unwrap_model(prepared_model), anchor)
-            loss = loss + args.teacher_weight_anchor * drift
-            extra["teacher_weight_drift"] = float(drift)
+            squared_distance = weight_anchor_penalty(accelerator.unwrap_model(prepared_model), anchor)
+            penalty = args.teacher_weight_anchor * squared_distance
+            loss = loss + penalty
+            extra["teacher_weight_penalty"] = penalty.item()
+            extra["teacher_weight_distance"] = squared_distance.item() ** 0.5 / teacher_weight_norm
         return loss, extra
 
     sample_grid = training_utils.f2d2_grid(data, args.eval_batch_size) if args.save_images_steps else None
