@@ -92,8 +92,8 @@ def parse_args(argv=None):
                            "grids; docs/method.md 5.3), added (plain MSE) to the objective's loss. 0: off. Needs a teacher.")
     f2d2.add_argument("--teacher_weight_anchor", type=float, default=0.0,
                       help="L2-SP: add this times sum (theta - theta_teacher)^2 over all the weights the student shares "
-                           "with the teacher (docs/method.md 5.6; a sum, not a mean: the digits student's ends near 100 "
-                           "without the anchor). Logged as teacher_weight_penalty (part of loss) and "
+                           "with the teacher (docs/method.md 5.6; a sum, not a mean: the shipped digits student's is about "
+                           "100 without the anchor). Logged as teacher_weight_penalty (part of loss) and "
                            "teacher_weight_distance (|theta - theta_teacher| / |theta_teacher|). 0: off. Needs a teacher.")
     f2d2.add_argument("--trajectory_samples", type=int, default=2000,
                       help="Training examples whose teacher paths are computed once (dopri5) for --trajectory_weight.")
@@ -221,7 +221,7 @@ def main(args):
         F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, meanflow_f2d2_loss, shortcut_f2d2_loss,
     )
     from f2d2_diffusers.objectives import (
-        anchor_weights, anchor_norm, trajectory_f2d2_loss, weight_anchor_penalty,
+        anchor_norm, anchor_weights, trajectory_f2d2_loss, weight_anchor_penalty,
     )
 
     user_config = {}
