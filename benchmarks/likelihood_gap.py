@@ -153,7 +153,7 @@ def plot_report(report: dict, path: str) -> str:
         ax.set_title(f"{k} step{'s' if k > 1 else ''}")
         ax.set_xlabel("teacher log p, dopri5 (nats)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel("F2D2 student log p (nats)")
     fig.suptitle(f"Digits: student vs teacher log-likelihood on {report['num_per_split']} training and "
                  f"{report['num_per_split']} held-out digits ({report['student']})")
