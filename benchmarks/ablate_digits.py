@@ -51,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--ema_decay", type=float, default=0.999, help="0: no EMA")
     p.add_argument("--bootstrap_fraction", type=float, default=0.5)
     p.add_argument("--max_level", type=int, default=6)
+    p.add_argument("--level_weights", default=None,
+                   help="comma-separated odds of the dyadic levels 0..max_level (level 0 = the 1-step map); default uniform")
     p.add_argument("--hutchinson_probes", type=int, default=4)
     p.add_argument("--no_anchor", action="store_true", help="bootstrap starts not anchored to the grid")
     p.add_argument("--no_teacher_finest_level", action="store_true")
@@ -79,6 +81,8 @@ def parse_args(argv=None):
     p.add_argument("--widen_fraction", type=float, default=0.5)
     p.add_argument("--widen_noise_std", type=float, default=0.2)
     p.add_argument("--teacher_pool", type=int, default=8192, help="teacher samples in the 'teacher' pool (cached)")
+    p.add_argument("--teacher_pool_temperature", type=float, default=1.0,
+                   help="prior temperature of the 'teacher' pool (noise N(0, T^2 I)): above 1 reaches held-out-like inputs")
     p.add_argument("--eval_split", choices=["test", "train"], default="test",
                    help="score 64 test digits (default) or the first 64 training digits (same dequantisation seed): "
                         "the gap between the two separates a map that does not fit from one that does not generalise")
@@ -185,6 +189,7 @@ def main(args):
     if args.widen_starts == "teacher":
         pool = teacher_pool(args, teacher)
     grids = tuple(int(g) for g in args.trajectory_grids.split(","))
+    level_weights = None if args.level_weights is None else [float(w) for w in args.level_weights.split(",")]
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
         student.train()
@@ -204,7 +209,7 @@ def main(args):
                 out = shortcut_f2d2_loss(
                     student, batch, target_model=ema if ema is not None else student,
                     bootstrap_fraction=args.bootstrap_fraction, teacher_finest_level=not args.no_teacher_finest_level,
-                    **common)
+                    level_weights=level_weights, **common)
             loss = loss + out.loss
         if train is not None:
             idx = torch.randint(0, train.states.shape[0], (args.batch_size,), generator=generator)
@@ -243,10 +248,13 @@ def teacher_pool(args, teacher) -> torch.Tensor:
     from f2d2_diffusers.trajectories import teacher_digest
     from f2d2_diffusers.training.starts import teacher_sample_pool
 
-    path = os.path.join(args.cache_dir, f"digits_teacher_pool_{teacher_digest(teacher)}_n{args.teacher_pool}.safetensors")
+    temperature = "" if args.teacher_pool_temperature == 1.0 else f"_t{args.teacher_pool_temperature:g}"
+    path = os.path.join(args.cache_dir,
+                        f"digits_teacher_pool_{teacher_digest(teacher)}_n{args.teacher_pool}{temperature}.safetensors")
     if os.path.exists(path):
         return load_file(path)["samples"]
-    pool = teacher_sample_pool(teacher, (1, 8, 8), args.teacher_pool, generator=torch.Generator().manual_seed(7))
+    pool = teacher_sample_pool(teacher, (1, 8, 8), args.teacher_pool, generator=torch.Generator().manual_seed(7),
+                               temperature=args.teacher_pool_temperature)
     os.makedirs(args.cache_dir, exist_ok=True)
     save_file({"samples": pool.contiguous()}, path)
     return pool

@@ -1,7 +1,7 @@
 """Shortcut-F2D2: semigroup (self-consistency) distillation of the joint map (``docs/method.md`` section 5.2)."""
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from diffusers.utils import BaseOutput
@@ -56,6 +56,7 @@ def shortcut_f2d2_loss(
     divergence_weight: float = 1.0,
     anchor_starts_to_grid: bool = False,
     teacher_finest_level: bool = False,
+    level_weights: Optional[Sequence[float]] = None,
 ) -> ShortcutF2D2LossOutput:
     r"""
     Shortcut-F2D2 loss on a batch of model-space data.
@@ -78,6 +79,8 @@ def shortcut_f2d2_loss(
             midpoint step of the teacher (velocity and divergence at the midpoint) instead of the map's own ``h/2``
             steps, which are never trained directly; this anchors the recursion of the coarser levels to the
             teacher, also at ``sigma = 0`` where the tangent is never sampled.
+        level_weights: relative odds of the levels ``k = 0..max_level`` (``|h| = 2^-k``) in the bootstrap part;
+            uniform when ``None``.
     """
     if teacher_finest_level and teacher is None:
         raise ValueError("teacher_finest_level needs a teacher")
@@ -108,7 +111,8 @@ def shortcut_f2d2_loss(
 
     # Bootstrap part: dyadic steps, targets from two half steps.
     sigma_b, h_b, levels = dyadic_steps(
-        num_bootstrap, max_level, directions, anchor_starts_to_grid, generator=generator, device=device, dtype=dtype
+        num_bootstrap, max_level, directions, anchor_starts_to_grid, generator=generator, device=device, dtype=dtype,
+        level_weights=level_weights,
     )
     data_b, noise_b = batch[num_diagonal:], noise[num_diagonal:]
     x_b = interpolant(data_b, noise_b, sigma_b)

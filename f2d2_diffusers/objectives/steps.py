@@ -4,7 +4,7 @@ Every draw keeps the whole step inside ``[0, 1]``: starts in ``[|h|, 1]`` when s
 ``[0, 1 - |h|]`` when encoding (``h > 0``).
 """
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -26,6 +26,16 @@ def step_signs(n: int, directions: str, generator=None, device=None, dtype=torch
     return torch.randint(0, 2, (n,), generator=generator, device=device).to(dtype) * 2 - 1
 
 
+def check_level_weights(level_weights: Sequence[float], max_level: int) -> torch.Tensor:
+    """``level_weights`` as a float tensor, or a ``ValueError`` naming what is wrong with them."""
+    weights = torch.as_tensor([float(w) for w in level_weights], dtype=torch.float64)
+    if weights.numel() != max_level + 1:
+        raise ValueError(f"level_weights needs one weight per level 0..{max_level} ({max_level + 1}), got {weights.numel()}")
+    if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"level_weights must be finite, non-negative and not all zero, got {level_weights}")
+    return weights
+
+
 def dyadic_steps(
     n: int,
     max_level: int,
@@ -34,12 +44,19 @@ def dyadic_steps(
     generator: Optional[torch.Generator] = None,
     device=None,
     dtype=torch.float32,
+    level_weights: Optional[Sequence[float]] = None,
 ):
-    """``(sigma, h, level)``: ``|h| = 2^-level`` with ``level`` uniform in ``0..max_level``.
+    """``(sigma, h, level)``: ``|h| = 2^-level`` with ``level`` in ``0..max_level``, uniform or drawn with
+    ``level_weights`` (``max_level + 1`` non-negative weights, level 0 first: the 1-step map).
 
     ``anchor_starts_to_grid`` puts starts on multiples of ``|h|``, the points the uniform few-step grids visit.
     """
-    levels = torch.randint(0, max_level + 1, (n,), generator=generator, device=device)
+    if level_weights is None:
+        levels = torch.randint(0, max_level + 1, (n,), generator=generator, device=device)
+    else:
+        weights = check_level_weights(level_weights, max_level)
+        draw_device = generator.device if generator is not None else device
+        levels = torch.multinomial(weights.to(draw_device), n, replacement=True, generator=generator).to(device)
     size = torch.pow(2.0, -levels.to(dtype))
     sign = step_signs(n, directions, generator, device, dtype)
     low = torch.where(sign < 0, size, torch.zeros_like(size))

@@ -179,3 +179,24 @@ def test_self_distillation_regresses_the_tangent_on_eps_minus_data(gaussian_batc
     )
     assert out.diagonal_loss > 0.05
     assert out.divergence_loss < 1e-10 and out.bootstrap_loss < 1e-10
+
+
+def test_level_weights_set_the_odds_of_the_dyadic_levels():
+    from f2d2_diffusers.objectives.steps import dyadic_steps
+
+    generator = torch.Generator().manual_seed(0)
+    _, h, levels = dyadic_steps(4000, 2, "both", True, generator=generator, level_weights=[2.0, 0.0, 1.0])
+    assert set(levels.tolist()) == {0, 2}
+    assert abs((levels == 0).float().mean().item() - 2 / 3) < 0.03
+    torch.testing.assert_close(h.abs(), torch.pow(2.0, -levels.float()))
+    for bad, match in [([1.0, 1.0], "one weight per level"), ([1.0, -1.0, 1.0], "non-negative"),
+                       ([0.0, 0.0, 0.0], "not all zero")]:
+        with pytest.raises(ValueError, match=match):
+            dyadic_steps(8, 2, "both", level_weights=bad)
+
+
+def test_shortcut_loss_passes_level_weights_to_its_steps(gaussian_batch):
+    params, teacher, batch = gaussian_batch
+    out, sigma, h, *_ = _bootstrap_draws(params, batch.repeat(4, 1), teacher=teacher, bootstrap_fraction=0.5,
+                                         max_level=3, level_weights=[0.0, 1.0, 0.0, 0.0])
+    assert (h[128:].abs() == 0.5).all()

@@ -90,3 +90,15 @@ def test_teacher_sample_pool_is_fixed_by_its_generator():
     b = teacher_sample_pool(teacher, (1, 8, 8), 5, num_steps=2, batch_size=4, generator=torch.Generator().manual_seed(3))
     assert a.shape == (5, 1, 8, 8) and torch.isfinite(a).all()
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_teacher_sample_pool_temperature_scales_the_prior():
+    teacher = UNet2DModel(**tiny_unet_config()).eval()
+    torch.nn.init.zeros_(teacher.conv_out.weight)
+    torch.nn.init.zeros_(teacher.conv_out.bias)  # v = 0: each sample is its own prior draw
+    cold = teacher_sample_pool(teacher, (1, 8, 8), 4, num_steps=2, generator=torch.Generator().manual_seed(3))
+    hot = teacher_sample_pool(teacher, (1, 8, 8), 4, num_steps=2, generator=torch.Generator().manual_seed(3),
+                              temperature=1.5)
+    assert torch.allclose(hot, 1.5 * cold, atol=1e-6)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        teacher_sample_pool(teacher, (1, 8, 8), 4, temperature=0.0)
