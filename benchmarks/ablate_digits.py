@@ -89,6 +89,14 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.variant is None and not args.rewrite_table:
         p.error("--variant is required (unless --rewrite_table)")
+    if args.level_weights is not None:
+        from f2d2_diffusers.objectives.steps import check_level_weights
+
+        try:
+            args.level_weights = [float(w) for w in args.level_weights.split(",")]
+            check_level_weights(args.level_weights, args.max_level)
+        except ValueError as err:
+            p.error(f"--level_weights: {err}")
     return args
 
 
@@ -189,7 +197,6 @@ def main(args):
     if args.widen_starts == "teacher":
         pool = teacher_pool(args, teacher)
     grids = tuple(int(g) for g in args.trajectory_grids.split(","))
-    level_weights = None if args.level_weights is None else [float(w) for w in args.level_weights.split(",")]
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
         student.train()
@@ -209,7 +216,7 @@ def main(args):
                 out = shortcut_f2d2_loss(
                     student, batch, target_model=ema if ema is not None else student,
                     bootstrap_fraction=args.bootstrap_fraction, teacher_finest_level=not args.no_teacher_finest_level,
-                    level_weights=level_weights, **common)
+                    level_weights=args.level_weights, **common)
             loss = loss + out.loss
         if train is not None:
             idx = torch.randint(0, train.states.shape[0], (args.batch_size,), generator=generator)

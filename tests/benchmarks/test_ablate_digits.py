@@ -1,3 +1,4 @@
+import pytest
 """``benchmarks/ablate_digits.py``'s table: every JSONL row, the error budget where measured, the hand-kept notes."""
 
 import json
@@ -29,3 +30,11 @@ def test_the_table_has_every_row_its_budget_and_the_notes(tmp_path):
     ablate_digits.main(ablate_digits.parse_args(["--rewrite_table", "--results", stem]))
     assert (tmp_path / "ablations.md").read_text().rstrip().endswith("- another note")
     assert len([json.loads(x) for x in open(stem + ".jsonl")]) == 2
+
+
+def test_level_weights_are_parsed_and_checked(capsys):
+    args = ablate_digits.parse_args(["--variant", "v", "--level_weights", "3,3,1,1,1,1,1"])
+    assert args.level_weights == [3.0, 3.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    with pytest.raises(SystemExit):
+        ablate_digits.parse_args(["--variant", "v", "--level_weights", "1,2"])
+    assert "one weight per level 0..6" in capsys.readouterr().err
