@@ -1,7 +1,8 @@
-import pytest
 """``benchmarks/ablate_digits.py``'s table: every JSONL row, the error budget where measured, the hand-kept notes."""
 
 import json
+
+import pytest
 
 from benchmarks import ablate_digits
 
