@@ -235,6 +235,28 @@ def test_f2d2_weight_anchor_is_logged_and_named_in_the_card(workdir, image_teach
     assert "weights pulled toward the teacher (L2-SP, 0.5)" in (out / "README.md").read_text()
 
 
+def test_f2d2_student_deepened_from_the_digits_teacher(workdir):
+    from f2d2_diffusers import F2D2Pipeline
+
+    out = workdir / "f2d2-digits-deepened"
+    launch(
+        workdir / "accelerate_config.json", "train_f2d2.py", "--dataset", "digits", "--max_train_samples", 16,
+        "--teacher_model_name_or_path", REPO / "checkpoints" / "fm-digits", "--output_dir", out,
+        "--train_batch_size", 4, "--max_train_steps", 1, "--checkpointing_steps", 0, "--divergence", "hutchinson",
+        "--hutchinson_probes", 1, "--calibration_samples", 0, "--student_layers_per_block", 2, *COMMON,
+    )
+    assert F2D2Pipeline.from_pretrained(out).unet.config.layers_per_block == 2  # the shipped teacher has 1
+    assert "deepened to 2 resnets per block" in (out / "README.md").read_text()
+
+
+def test_f2d2_student_deepening_names_blocks_it_cannot_deepen(workdir, image_teacher):
+    proc = run_plain("train_f2d2.py", "--train_data_dir", workdir / "images", "--teacher_model_name_or_path",
+                     image_teacher, "--output_dir", workdir / "never", "--max_train_steps", 1,
+                     "--student_layers_per_block", 2, *COMMON)
+    assert proc.returncode != 0 and "--student_layers_per_block: deepen_unet handles DownBlock2D" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_f2d2_self_distillation_on_digits(workdir):
     from f2d2_diffusers import F2D2Pipeline
 
@@ -287,6 +309,9 @@ BAD_INPUTS = [
     ("train_f2d2.py", ["--dataset", "checkerboard", "--teacher_weight_anchor", "0.1"], "needs --teacher_model_name_or_path"),
     ("train_f2d2.py", ["--dataset", "checkerboard", "--teacher_model_name_or_path", "t", "--teacher_weight_anchor", "-1"],
      "--teacher_weight_anchor must be >= 0"),
+    ("train_f2d2.py", ["--dataset", "checkerboard", "--student_layers_per_block", "2"], "needs --teacher_model_name_or_path"),
+    ("train_f2d2.py", ["--dataset", "checkerboard", "--teacher_model_name_or_path", "t", "--student_layers_per_block", "0"],
+     "--student_layers_per_block must be >= 1"),
     ("train_f2d2.py", ["--dataset", "checkerboard", "--resume_from_checkpoint", "/nonexistent/checkpoint-3"],
      "no checkpoint folder"),
 ]
