@@ -9,11 +9,13 @@ and the divergence part, with the map's own Jacobian log-determinant where ``d <
 
 Writes ``<output_dir>/calibration_<dataset>.json`` and ``calibration_<dataset>.png``.
 
-    python benchmarks/calibration.py --student checkpoints/f2d2-digits --teacher checkpoints/fm-digits --dataset digits
+    python benchmarks/calibration.py --student checkpoints/f2d2-digits --teacher checkpoints/fm-digits --dataset digits \
+        --rtol 1e-4 --atol 1e-4   # the tolerance of the committed digits figures
     python benchmarks/calibration.py --replot benchmarks/results/calibration_*.json   # redraw the PNGs only
 """
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from f2d2_diffusers.evaluation.reports import benchmark_paths, redraw_from_json,
 
 PATHS = benchmark_paths(Path(__file__).resolve().parents[1])
 GRIDS = (1, 2, 4, 8)
+MEASUREMENT_DEFAULTS = dict(rtol=1e-5, atol=1e-5, seed=0, hutchinson_probes=16)
 
 
 def parse_args(argv=None):
@@ -35,21 +38,28 @@ def parse_args(argv=None):
                    help="only redraw the PNG next to each given calibration_<dataset>.json (no model is run)")
     p.add_argument("--num_samples", type=int, default=0, help="test points to score (0: the whole test split)")
     p.add_argument("--divergence", default="exact", choices=["exact", "hutchinson"], help="reference divergence")
-    p.add_argument("--hutchinson_probes", type=int, default=16)
-    p.add_argument("--rtol", type=float, default=1e-5)
-    p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--seed", type=int, default=0, help="seed of the dequantisation noise (the same for both sides)")
+    # Defaults are filled in after parsing: with --replot --update_card, only values given on the command line may
+    # stand in for settings an older report did not record.
+    p.add_argument("--hutchinson_probes", type=int, default=None, help="default 16")
+    p.add_argument("--rtol", type=float, default=None, help="default 1e-5")
+    p.add_argument("--atol", type=float, default=None, help="default 1e-5")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the dequantisation noise (the same for both sides); default 0")
     p.add_argument("--output_dir", default=PATHS.results_dir, help="default: benchmarks/results")
     p.add_argument("--sampling_path_samples", type=int, default=64,
                    help="also compare the log-density F2D2Pipeline returns with its own 1/2/4-step samples against the "
                         "teacher's ODE at those samples, on this many samples (0: skip)")
     p.add_argument("--update_card", action="store_true",
-                   help="also write the table into the student's model card (README.md, calibration section)")
+                   help="also write the table into the student's model card (README.md, calibration section); with "
+                        "--replot, from the rows recorded in each JSON (into the card of the student it names)")
     args = p.parse_args(argv)
     if not args.replot:
         missing = [f"--{k}" for k in ("student", "teacher", "dataset") if getattr(args, k) is None]
         if missing:
             p.error(f"the following arguments are required: {', '.join(missing)} (or --replot JSON)")
+        for name, value in MEASUREMENT_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
     return args
 
 
@@ -57,6 +67,8 @@ def main(args):
     if args.replot:
         for path in args.replot:
             print(f"wrote {plot_from_json(path)}")
+            if args.update_card:
+                print(f"updated the calibration section of {update_card(path, args)}")
         return
     from f2d2_diffusers import (
         F2D2LikelihoodPipeline,
@@ -138,24 +150,43 @@ def main(args):
     name = f"calibration_{args.dataset}"
     write_json(os.path.join(args.output_dir, name + ".json"),
                dict(student=args.student, teacher=args.teacher, dataset=args.dataset, num_points=len(data), unit=unit,
-                    reference_divergence=args.divergence, rows=rows, segments=segments, sampling_path=sampling_path,
+                    reference_divergence=args.divergence, hutchinson_probes=args.hutchinson_probes, rtol=args.rtol,
+                    atol=args.atol, seed=args.seed, rows=rows, segments=segments, sampling_path=sampling_path,
                     error_budget=error_budget))
 
     plot_from_json(os.path.join(args.output_dir, name + ".json"))  # the figure is drawn from the JSON it shows
     print(f"wrote {args.output_dir}/{name}.json and .png")
     if args.update_card:
-        from f2d2_diffusers.training.model_card import calibration_markdown, update_calibration
+        print(f"updated the calibration section of {update_card(os.path.join(args.output_dir, name + '.json'), args)}")
 
-        probes = "exact divergence" if args.divergence == "exact" else f"Hutchinson, {args.hutchinson_probes} probes"
-        where = "digits test images (images 1500 on)" if args.dataset == "digits" else f"'{args.dataset}' test points"
-        description = (
-            f"Measured by `benchmarks/calibration.py` on {len(data)} {where}"
-            + (f", one dequantisation draw (seed {args.seed}) shared by all rows. " if num_levels else ". ")
-            + f"Reference: the teacher's likelihood ODE, dopri5 (rtol = {args.rtol}, atol = {args.atol}), "
-            f"{probes}, {reference.nfe} network calls. Per-segment errors: `benchmarks/results/{name}.json`."
-        )
-        card = update_calibration(args.student, calibration_markdown(rows, unit, description))
-        print(f"updated the calibration section of {card}")
+
+def update_card(json_path, args) -> str:
+    """Write the calibration table of a written ``calibration_<dataset>.json`` into the model card of the student it
+    names. The tolerance and seed come from the report; reports written before they were recorded take them from the
+    command line."""
+    from f2d2_diffusers.training.model_card import calibration_markdown, update_calibration
+
+    report = json.loads(Path(json_path).read_text())
+    where_json = os.path.relpath(os.path.abspath(json_path), PATHS.repo_root)
+    if where_json.startswith(".."):
+        where_json = os.path.abspath(json_path)  # outside this checkout
+    images, exact = report["dataset"] == "digits", report["reference_divergence"] == "exact"
+    settings = {k: report.get(k, getattr(args, k)) for k in MEASUREMENT_DEFAULTS}
+    needed = ["rtol", "atol"] + ["seed"] * images + ["hutchinson_probes"] * (not exact)  # the ones the card states
+    unknown = [f"--{k}" for k in needed if settings[k] is None]
+    if unknown:
+        raise SystemExit(f"{json_path} does not record {', '.join(unknown)}: give the values it was measured with")
+    rtol, atol, seed, num_probes = (settings[k] for k in ("rtol", "atol", "seed", "hutchinson_probes"))
+    probes = "exact divergence" if exact else f"Hutchinson, {num_probes} probes"
+    where = "digits test images (images 1500 on)" if images else f"'{report['dataset']}' test points"
+    description = (
+        f"Measured by `benchmarks/calibration.py` on {report['num_points']} {where}"
+        + (f", one dequantisation draw (seed {seed}) shared by all rows. " if images else ". ")
+        + f"Reference: the teacher's likelihood ODE, dopri5 (rtol = {rtol}, atol = {atol}), "
+        f"{probes}, {report['rows'][0]['nfe']} network calls. "
+        f"Per-segment errors: `{where_json}`."
+    )
+    return update_calibration(report["student"], calibration_markdown(report["rows"], report["unit"], description))
 
 
 def figure_title(report) -> str:

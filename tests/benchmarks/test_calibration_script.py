@@ -25,6 +25,7 @@ def test_calibration_report_for_a_2d_checkpoint(tmp_path):
     rows = {(r["evaluation"], r["steps"]): r for r in report["rows"]}
     assert set(rows) == {("reference", None)} | {(e, k) for e in ("bidirectional", "paper") for k in (1, 2, 4, 8)}
     assert report["unit"] == "nats" and report["num_points"] == 40
+    assert (report["rtol"], report["atol"], report["seed"]) == (1e-3, 1e-3, 0)  # the run can be repeated
     # A fresh student has a zero divergence head: its NLL misses the teacher's whole divergence integral.
     teacher_integral = sum(report["segments"]["1-likelihood"]["teacher_integral"])
     assert rows[("bidirectional", 1)]["error"] == pytest.approx(teacher_integral, rel=0.05, abs=0.05)
@@ -66,6 +67,17 @@ def test_update_card_rewrites_only_the_calibration_section(tmp_path):
     assert "Measured by `benchmarks/calibration.py` on 16 'checkerboard' test points" in text
     report = json.loads((tmp_path / "out" / "calibration_checkerboard.json").read_text())
     assert sum(line.startswith("| F2D2 ") for line in text.splitlines()) == len(report["rows"]) - 1
+
+    # --replot --update_card rewrites the card from the rows a report recorded, with the report's own settings.
+    path = tmp_path / "out" / "calibration_checkerboard.json"
+    report["rows"][1]["error"] = -0.4321
+    report.pop("rtol")  # a report written before the tolerance was recorded: the command line supplies it
+    path.write_text(json.dumps(report))
+    with pytest.raises(SystemExit, match="does not record --rtol: give the values it was measured with"):
+        run("--replot", path, "--update_card")
+    run("--replot", path, "--update_card", "--rtol", "2e-4")
+    text = card.read_text()
+    assert "| -0.4321 |" in text and "rtol = 0.0002, atol = 0.001" in text and text.endswith(tail)
 
 
 def synthetic_report(teacher_integral=(-0.19, -0.08, -0.05, -0.15, -0.25, -0.22, -0.05, 0.16),
