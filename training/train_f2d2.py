@@ -99,8 +99,8 @@ def parse_args(argv=None):
                       help="Start from the teacher deepened to this many resnets per block (UNet students; "
                            "f2d2_diffusers.models.deepen: the new layers start as pass-throughs, so the student still "
                            "computes the teacher's velocity at step 0). Default: the teacher's depth. On digits 2 layers "
-                           "lowered the held-out 1-step bias from -0.177 to -0.149 bits/dim (benchmarks/results/"
-                           "ablations_digits.md).")
+                           "gave a held-out 1-step bias of -0.149 / -0.158 bits/dim over two seeds against -0.177 "
+                           "(benchmarks/results/ablations_digits.md).")
     f2d2.add_argument("--trajectory_samples", type=int, default=2000,
                       help="Training examples whose teacher paths are computed once (dopri5) for --trajectory_weight.")
     f2d2.add_argument("--trajectory_draws", type=int, default=2,
