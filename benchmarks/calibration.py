@@ -162,8 +162,8 @@ def main(args):
 
 def update_card(json_path, args) -> str:
     """Write the calibration table of a written ``calibration_<dataset>.json`` into the model card of the student it
-    names. The tolerance and seed come from the report; reports written before they were recorded take them from the
-    command line."""
+    names. The tolerance, seed and probes come from the report (a different value on the command line is an error);
+    reports written before they were recorded take them from the command line."""
     from f2d2_diffusers.training.model_card import calibration_markdown, update_calibration
 
     report = json.loads(Path(json_path).read_text())
@@ -171,6 +171,10 @@ def update_card(json_path, args) -> str:
     if where_json.startswith(".."):
         where_json = os.path.abspath(json_path)  # outside this checkout
     images, exact = report["dataset"] == "digits", report["reference_divergence"] == "exact"
+    clashes = [f"--{k} {getattr(args, k)} (the report says {report[k]})" for k in MEASUREMENT_DEFAULTS
+               if report.get(k) is not None and getattr(args, k) is not None and getattr(args, k) != report[k]]
+    if clashes:
+        raise SystemExit(f"{json_path} was measured with other settings: {', '.join(clashes)}")
     settings = {k: report.get(k, getattr(args, k)) for k in MEASUREMENT_DEFAULTS}
     needed = ["rtol", "atol"] + ["seed"] * images + ["hutchinson_probes"] * (not exact)  # the ones the card states
     unknown = [f"--{k}" for k in needed if settings[k] is None]

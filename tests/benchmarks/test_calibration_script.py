@@ -75,6 +75,8 @@ def test_update_card_rewrites_only_the_calibration_section(tmp_path):
     path.write_text(json.dumps(report))
     with pytest.raises(SystemExit, match="does not record --rtol: give the values it was measured with"):
         run("--replot", path, "--update_card")
+    with pytest.raises(SystemExit, match=r"measured with other settings: --atol 0.01 \(the report says 0.001\)"):
+        run("--replot", path, "--update_card", "--rtol", "2e-4", "--atol", "1e-2")
     run("--replot", path, "--update_card", "--rtol", "2e-4")
     text = card.read_text()
     assert "| -0.4321 |" in text and "rtol = 0.0002, atol = 0.001" in text and text.endswith(tail)
