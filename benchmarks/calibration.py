@@ -164,12 +164,9 @@ def update_card(json_path, args) -> str:
     """Write the calibration table of a written ``calibration_<dataset>.json`` into the model card of the student it
     names. The tolerance, seed and probes come from the report (a different value on the command line is an error);
     reports written before they were recorded take them from the command line."""
-    from f2d2_diffusers.training.model_card import calibration_markdown, update_calibration
+    from f2d2_diffusers.training.model_card import calibration_markdown, portable_path, update_calibration
 
     report = json.loads(Path(json_path).read_text())
-    where_json = os.path.relpath(os.path.abspath(json_path), PATHS.repo_root)
-    if where_json.startswith(".."):
-        where_json = os.path.abspath(json_path)  # outside this checkout
     images, exact = report["dataset"] == "digits", report["reference_divergence"] == "exact"
     clashes = [f"--{k} {getattr(args, k)} (the report says {report[k]})" for k in MEASUREMENT_DEFAULTS
                if report.get(k) is not None and getattr(args, k) is not None and getattr(args, k) != report[k]]
@@ -180,15 +177,14 @@ def update_card(json_path, args) -> str:
     unknown = [f"--{k}" for k in needed if settings[k] is None]
     if unknown:
         raise SystemExit(f"{json_path} does not record {', '.join(unknown)}: give the values it was measured with")
-    rtol, atol, seed, num_probes = (settings[k] for k in ("rtol", "atol", "seed", "hutchinson_probes"))
-    probes = "exact divergence" if exact else f"Hutchinson, {num_probes} probes"
+    probes = "exact divergence" if exact else f"Hutchinson, {settings['hutchinson_probes']} probes"
     where = "digits test images (images 1500 on)" if images else f"'{report['dataset']}' test points"
     description = (
         f"Measured by `benchmarks/calibration.py` on {report['num_points']} {where}"
-        + (f", one dequantisation draw (seed {seed}) shared by all rows. " if images else ". ")
-        + f"Reference: the teacher's likelihood ODE, dopri5 (rtol = {rtol}, atol = {atol}), "
+        + (f", one dequantisation draw (seed {settings['seed']}) shared by all rows. " if images else ". ")
+        + f"Reference: the teacher's likelihood ODE, dopri5 (rtol = {settings['rtol']}, atol = {settings['atol']}), "
         f"{probes}, {report['rows'][0]['nfe']} network calls. "
-        f"Per-segment errors: `{where_json}`."
+        f"Per-segment errors: `{portable_path(os.fspath(json_path))}`."
     )
     return update_calibration(report["student"], calibration_markdown(report["rows"], report["unit"], description))
 
