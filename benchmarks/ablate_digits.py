@@ -19,6 +19,7 @@ Caches (``outputs/cache``, keyed by teacher weights and seed, computed once):
 import argparse
 import copy
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -62,6 +63,9 @@ def parse_args(argv=None):
     p.add_argument("--trajectory_draws", type=int, default=2)
     p.add_argument("--trajectory_grids", default="1,2,4,8", help="grids whose segments the trajectory loss uses")
     p.add_argument("--divergence_weight", type=float, default=1.0)
+    p.add_argument("--grid_shift", type=float, default=None,
+                   help="train and score on the grids of F2D2Scheduler(shift=...) (docs/method.md 5.7); default: the "
+                        "--init pipeline's scheduler shift (1 for the teacher or a scratch student)")
     p.add_argument("--objective", choices=["shortcut", "meanflow"], default="shortcut",
                    help="meanflow: meanflow_f2d2_loss (JVP targets from the online student, docs/method.md 5.4)")
     p.add_argument("--step_distribution", choices=["dyadic", "logit_normal", "uniform"], default="dyadic",
@@ -97,7 +101,21 @@ def parse_args(argv=None):
             check_level_weights(args.level_weights, args.max_level)
         except ValueError as err:
             p.error(f"--level_weights: {err}")
+    if args.grid_shift is not None:
+        if not (math.isfinite(args.grid_shift) and args.grid_shift > 0):
+            p.error(f"--grid_shift must be a positive number, got {args.grid_shift}")
+        if args.grid_shift != 1.0 and (args.objective != "shortcut" or args.trajectory_fraction > 0 or args.trajectory_only):
+            p.error("--grid_shift trains the shortcut objective's dyadic grid: not with --objective meanflow or the "
+                    "trajectory loss (uniform segments)")
     return args
+
+
+def resolve_grid_shift(given, init_shift=None) -> float:
+    """``--grid_shift`` as given, else the ``--init`` pipeline's scheduler shift (a map is scored and fine-tuned on
+    the grid it was trained on), else 1."""
+    if given is not None:
+        return given
+    return 1.0 if init_shift is None else init_shift
 
 
 def build_caches(args, teacher):
@@ -120,34 +138,39 @@ def build_caches(args, teacher):
 
 
 @torch.no_grad()
-def evaluate(student, reference, test) -> dict:
-    """1/2/4/8-step likelihood errors (bits/dim) and per-segment state errors against the cached reference."""
+def evaluate(student, reference, test, shift: float = 1.0) -> dict:
+    """1/2/4/8-step likelihood errors (bits/dim) and per-segment state errors against the cached reference.
+
+    The likelihoods and the budget use the grids of ``F2D2Scheduler(shift=shift)``; the state errors need the
+    reference's uniform grid points, so a shifted map (``shift != 1``) gets them on the 1-step map only.
+    """
     from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2Scheduler, segment_calibration
     from f2d2_diffusers.calibration import likelihood_calibration, likelihood_error_budget
     from f2d2_diffusers.data import DIGITS_NUM_LEVELS
     from f2d2_diffusers.reference_likelihood import ReferenceLikelihoodOutput
 
     student.eval()
-    pipe = F2D2LikelihoodPipeline(unet=student, scheduler=F2D2Scheduler(), num_levels=DIGITS_NUM_LEVELS)
+    pipe = F2D2LikelihoodPipeline(unet=student, scheduler=F2D2Scheduler(shift=shift), num_levels=DIGITS_NUM_LEVELS)
     pipe.set_progress_bar_config(disable=True)
     ref = ReferenceLikelihoodOutput(log_prob=reference.log_prob, bits_per_dim=None, latents=reference.states[:, -1],
                                     nfe=0, trajectory=reference.states.transpose(0, 1),
                                     divergence_integrals=reference.integrals.transpose(0, 1))
     cal = likelihood_calibration(pipe, None, test, DIGITS_NUM_LEVELS, steps=STEPS, evaluations=("bidirectional",),
                                  reference=ref)
-    seg = segment_calibration(student, ref, GRID, direction="likelihood")
-    big = {}
-    for steps in (1, 2):
+    seg = segment_calibration(student, ref, GRID, direction="likelihood") if shift == 1.0 else None
+    big = {2: None}
+    for steps in (1, 2) if shift == 1.0 else (1,):
         idx = [round(k * 8 / steps) for k in range(steps + 1)]
         sub = ReferenceLikelihoodOutput(log_prob=ref.log_prob, bits_per_dim=None, latents=ref.latents, nfe=0,
                                         trajectory=ref.trajectory[idx], divergence_integrals=ref.divergence_integrals[idx])
         s = segment_calibration(student, sub, [GRID[i] for i in idx], direction="likelihood")
         big[steps] = [round(float(v), 3) for v in s.state_error]
     rows = {r["steps"]: r for r in cal.rows if r["steps"]}
-    budget = likelihood_error_budget(student, test, reference.states[:, -1], reference.integrals[:, -1], steps=(1, 2))
+    budget = likelihood_error_budget(student, test, reference.states[:, -1], reference.integrals[:, -1], steps=(1, 2),
+                                     shift=shift)
     return dict(error={k: rows[k]["error"] for k in STEPS}, mae={k: rows[k]["abs_error"] for k in STEPS},
-                segment_state_error_8=[round(float(v), 3) for v in seg.state_error],
-                segment_integral_error_8=[round(float(v), 2) for v in seg.integral_error],
+                segment_state_error_8=[round(float(v), 3) for v in seg.state_error] if seg else None,
+                segment_integral_error_8=[round(float(v), 2) for v in seg.integral_error] if seg else None,
                 state_error_1=big[1], state_error_2=big[2],
                 budget={str(b["steps"]): {k: round(v, 3) for k, v in b.items() if k != "steps"} for b in budget.rows})
 
@@ -171,7 +194,7 @@ def main(args):
     test, reference, train = build_caches(args, teacher)
     if args.only_caches:
         return
-    init_name = Path(args.init).name
+    init_name, init_shift = Path(args.init).name, None
     if args.student_config:
         from f2d2_diffusers.training.configs import load_model_config
 
@@ -180,7 +203,10 @@ def main(args):
     elif args.init == "teacher":
         student = F2D2UNet2DModel.from_teacher(teacher)
     else:
-        student = F2D2Pipeline.from_pretrained(args.init).unet
+        init_pipeline = F2D2Pipeline.from_pretrained(args.init)
+        student = init_pipeline.unet
+        init_shift = float(init_pipeline.scheduler.config.shift)
+    args.grid_shift = resolve_grid_shift(args.grid_shift, init_shift)
     if args.deepen_to:
         from f2d2_diffusers.models.deepen import deepen_unet
 
@@ -216,7 +242,7 @@ def main(args):
                 out = shortcut_f2d2_loss(
                     student, batch, target_model=ema if ema is not None else student,
                     bootstrap_fraction=args.bootstrap_fraction, teacher_finest_level=not args.no_teacher_finest_level,
-                    level_weights=args.level_weights, **common)
+                    level_weights=args.level_weights, grid_shift=args.grid_shift, **common)
             loss = loss + out.loss
         if train is not None:
             idx = torch.randint(0, train.states.shape[0], (args.batch_size,), generator=generator)
@@ -237,14 +263,15 @@ def main(args):
             print(f"step {step}: loss {loss.item():.5f} ({time.perf_counter() - start:.0f} s)", flush=True)
     minutes = (time.perf_counter() - start) / 60
     final = ema if ema is not None else student
-    metrics = evaluate(final, reference, test)
+    metrics = evaluate(final, reference, test, shift=args.grid_shift)
     variant = args.variant + ("" if args.eval_split == "test" else " [scored on train digits]")
     row = dict(variant=variant, steps=args.steps, minutes=round(minutes, 1), init=init_name,
                settings={k: v for k, v in vars(args).items() if k not in ("variant", "results", "cache_dir", "save_to")},
                **metrics)
     write_row(args.results, row)
     if args.save_to:
-        F2D2Pipeline(unet=final, scheduler=F2D2Scheduler(), num_levels=DIGITS_NUM_LEVELS).save_pretrained(args.save_to)
+        F2D2Pipeline(unet=final, scheduler=F2D2Scheduler(shift=args.grid_shift),
+                     num_levels=DIGITS_NUM_LEVELS).save_pretrained(args.save_to)
     print(json.dumps(row, indent=1))
 
 
@@ -265,6 +292,11 @@ def teacher_pool(args, teacher) -> torch.Tensor:
     os.makedirs(args.cache_dir, exist_ok=True)
     save_file({"samples": pool.contiguous()}, path)
     return pool
+
+
+def _first(values) -> str:
+    """A state-error cell: ``-`` where the run had none (shifted grids miss the reference's grid points)."""
+    return f"{values[0]:.2f}" if values else "-"
 
 
 def _budget_cell(budget) -> str:
@@ -296,7 +328,9 @@ def write_table(stem: str) -> None:
         "first 64 training digits instead (`--eval_split train`). Budget: the 1-step error in log-density split into "
         "radial + spread + divergence parts (nats of log-density, positive = too optimistic, so their sum is "
         "err 1 x (-64 ln 2); `docs/method.md` section 6.1); "
-        "- for rows measured before it existed.",
+        "- for rows measured before it existed. Maps trained on a shifted grid (`--grid_shift`, `docs/method.md` 5.7) "
+        "are scored on their own grids, whose points the reference does not hold: - for their state errors past the "
+        "1-step map.",
         "",
         "| variant | init | steps | min | err 1 | err 2 | err 4 | err 8 | MAE 1 | MAE 2 | state 1-step | state 1st of 2 "
         "| state per segment (8-step) | budget 1-step (radial / spread / div) |",
@@ -307,7 +341,7 @@ def write_table(stem: str) -> None:
         lines.append(
             f"| {r['variant']} | {r['init']} | {r['steps']} | {r['minutes']} | {e['1']:+.3f} | {e['2']:+.3f} | "
             f"{e['4']:+.3f} | {e['8']:+.3f} | {m['1']:.3f} | {m['2']:.3f} | {r['state_error_1'][0]:.2f} | "
-            f"{r['state_error_2'][0]:.2f} | {', '.join(f'{v:.2f}' for v in r['segment_state_error_8'])} | "
+            f"{_first(r['state_error_2'])} | {', '.join(f'{v:.2f}' for v in r['segment_state_error_8'] or []) or '-'} | "
             f"{_budget_cell(r.get('budget'))} |"
         )
     notes = stem + "_notes.md"  # what the rows say, kept by hand beside the generated table

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Calibration of an F2D2 checkpoint against its teacher's ODE, in total and segment by segment.
 
-For each grid of K = 1, 2, 4, 8 uniform steps: the few-step likelihood (bidirectional map and the paper's
-evaluation) against the teacher's dopri5 likelihood on the same dequantised test data, and, per segment, the
-error of the map's divergence integral and end point when started from the teacher's own state; and the error
-budget (``docs/method.md`` section 6.1: the error in log-density split into the prior term's radial and spread parts
-and the divergence part, with the map's own Jacobian log-determinant where ``d <= 64``).
+For each grid of K = 1, 2, 4, 8 steps (uniform, or the student's shifted grid, ``docs/method.md`` 5.7): the
+few-step likelihood (bidirectional map and the paper's evaluation) against the teacher's dopri5 likelihood on the
+same dequantised test data, and, per segment, the error of the map's divergence integral and end point when
+started from the teacher's own state; and the error budget (``docs/method.md`` section 6.1: the error in
+log-density split into the prior term's radial and spread parts and the divergence part, with the map's own
+Jacobian log-determinant where ``d <= 64``).
 
 Writes ``<output_dir>/calibration_<dataset>.json`` and ``calibration_<dataset>.png``.
 
@@ -78,6 +79,7 @@ def main(args):
         load_teacher,
         segment_calibration,
     )
+    from f2d2_diffusers.flow_map import shift_sigmas
 
     require_folders(args.student, args.teacher)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -88,7 +90,10 @@ def main(args):
     pipe.set_progress_bar_config(disable=True)
     student = pipe.unet.eval()
 
-    sigmas = [k / max(GRIDS) for k in range(max(GRIDS) + 1)]
+    # The reference is recorded on the student's own 8-step grid (its scheduler's shift), so every segment below is
+    # a step the map was trained on.
+    shift = float(pipe.scheduler.config.shift)
+    sigmas = shift_sigmas(torch.arange(max(GRIDS) + 1, dtype=torch.float64) / max(GRIDS), shift).tolist()
     calibration = likelihood_calibration(
         pipe, teacher, data, num_levels, steps=GRIDS, divergence=args.divergence, num_probes=args.hutchinson_probes,
         rtol=args.rtol, atol=args.atol, generator=torch.Generator().manual_seed(args.seed), sigmas=sigmas,
@@ -110,7 +115,7 @@ def main(args):
 
     # The map's own Jacobian costs d backward passes per step count: images up to 8x8 and vector data only.
     budget = likelihood_error_budget(student, data, reference.trajectory[-1], reference.divergence_integrals[-1],
-                                     steps=GRIDS, map_log_det=data[0].numel() <= 64)
+                                     steps=GRIDS, map_log_det=data[0].numel() <= 64, shift=shift)
     error_budget = dict(rows=budget.rows, teacher_end_point_norm=budget.teacher_end_point_norm)
 
     print(f"\n{args.dataset}: {len(data)} test points, reference {args.divergence} divergence, {reference.nfe} NFE, "
@@ -151,7 +156,8 @@ def main(args):
     write_json(os.path.join(args.output_dir, name + ".json"),
                dict(student=args.student, teacher=args.teacher, dataset=args.dataset, num_points=len(data), unit=unit,
                     reference_divergence=args.divergence, hutchinson_probes=args.hutchinson_probes, rtol=args.rtol,
-                    atol=args.atol, seed=args.seed, rows=rows, segments=segments, sampling_path=sampling_path,
+                    atol=args.atol, seed=args.seed, grid_shift=shift, rows=rows, segments=segments,
+                    sampling_path=sampling_path,
                     error_budget=error_budget))
 
     plot_from_json(os.path.join(args.output_dir, name + ".json"))  # the figure is drawn from the JSON it shows
@@ -237,7 +243,11 @@ def plot_report(report, path) -> str:
     centres = [(a + b) / 2 for a, b in zip(sigmas[:-1], sigmas[1:])]
     width = 0.8 * min(b - a for a, b in zip(sigmas[:-1], sigmas[1:]))
     labels = [str(k) for k in range(1, len(centres) + 1)]
-    segment_axis = f"segment k of the {len(centres)}-step likelihood grid (sigma from (k-1)/{len(centres)} to k/{len(centres)})"
+    n = len(centres)
+    if all(abs(v - k / n) < 1e-9 for k, v in enumerate(sigmas)):
+        segment_axis = f"segment k of the {n}-step likelihood grid (sigma from (k-1)/{n} to k/{n})"
+    else:  # a student trained on a shifted grid (docs/method.md 5.7): its own, non-uniform segments
+        segment_axis = f"segment k of the student's {n}-step likelihood grid (sigma {', '.join(f'{v:.3g}' for v in sigmas)})"
     axes[1].bar(centres, s["teacher_integral"], width=width, color="0.55")
     axes[1].axhline(0, color="k", lw=0.6)
     axes[1].set_xticks(centres, labels, fontsize=8)

@@ -228,12 +228,14 @@ def likelihood_error_budget(
     teacher_integral: torch.Tensor,
     steps: Sequence[int] = (1, 2, 4, 8),
     map_log_det: bool = False,
+    shift: float = 1.0,
 ) -> LikelihoodErrorBudget:
     """Split ``flow_map``'s few-step likelihood error on ``sample`` into the prior term's radial and spread parts and
     the divergence part (see :class:`LikelihoodErrorBudget`).
 
     Args:
-        sample: model-space data (dequantised), ``(batch, *dims)``; the encoding runs on the uniform grid ``k/K``.
+        sample: model-space data (dequantised), ``(batch, *dims)``; the encoding runs on the grid of
+            ``F2D2Scheduler(shift=shift)`` (uniform ``k/K`` for the default 1; give a map its scheduler's ``shift``).
         teacher_end: the teacher's ODE state at ``sigma = 1`` for each sample, same shape.
         teacher_integral: ``integral_0^1 div v`` along the teacher's path, ``(batch,)`` nats.
         map_log_det: also compute the exact log-determinant of the K-step map's Jacobian (``d`` backward passes per
@@ -254,8 +256,8 @@ def likelihood_error_budget(
     teacher_log_prob = standard_normal_log_prob(teacher_end) + teacher_integral
 
     def encode(x, num_steps):
-        """The map's end point and ``sum_k h_k D_k`` along the uniform likelihood grid, as the pipelines step it."""
-        scheduler = F2D2Scheduler()
+        """The map's end point and ``sum_k h_k D_k`` along the likelihood grid, as the pipelines step it."""
+        scheduler = F2D2Scheduler(shift=shift)
         scheduler.set_timesteps(num_steps, device=x.device, direction="likelihood")
         end, delta_log_prob, _ = integrate_flow_map(flow_map, scheduler, x)
         return end, -delta_log_prob.double()

@@ -140,3 +140,17 @@ def interpolant(data: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) ->
     """
     sigma = broadcast_to_sample(_per_sample(sigma, data), data)
     return (1.0 - sigma) * data + sigma * noise
+
+
+def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+    """The grid warp ``sigma -> shift * sigma / (1 + (shift - 1) * sigma)`` (diffusers' flow-matching ``shift``).
+
+    It keeps 0 and 1 in place and is monotone; ``shift < 1`` packs points toward the data end. The scheduler applies
+    it to its grids and the shortcut objective to the dyadic steps it trains, so both visit the same points
+    (``docs/method.md`` section 5.7).
+    """
+    if shift == 1.0:
+        return sigmas
+    # Written as c s / (c s + 1 - s), not c s / (1 + (c - 1) s): exact at 0 and 1, where the other form can land a
+    # rounding error above 1, outside the range a scheduler accepts.
+    return shift * sigmas / (shift * sigmas + (1 - sigmas))

@@ -28,6 +28,9 @@ join one gloo group; set ``OMP_NUM_THREADS`` so that processes x threads does no
 """
 
 import argparse
+import json
+import math
+import os
 
 from f2d2_diffusers import training as training_utils
 from f2d2_diffusers.hub import make_diffusers_loadable
@@ -74,6 +77,11 @@ def parse_args(argv=None):
                            "teacher is given; --no-teacher_finest_level turns it off).")
     f2d2.add_argument("--anchor_starts_to_grid", action=argparse.BooleanOptionalAction, default=True,
                       help="Draw bootstrap start times on multiples of |h|, the points few-step grids visit (default: on).")
+    f2d2.add_argument("--grid_shift", type=float, default=None,
+                      help="Train the dyadic steps on the grids of F2D2Scheduler(shift=...) and save the pipeline with "
+                           "that shift (docs/method.md 5.7): < 1 puts the short steps next to the data, where the "
+                           "likelihood error starts. Default: the resumed checkpoint's, else the --init_student_from "
+                           "pipeline's scheduler shift, else 1 (the uniform grids k/N). Shortcut objective only.")
     meanflow = parser.add_argument_group("MeanFlow-F2D2 (--objective meanflow)")
     meanflow.add_argument("--step_distribution", type=str, default="logit_normal", choices=["dyadic", "logit_normal", "uniform"],
                           help="Where the non-zero steps are drawn (default logit_normal, the only one that calibrated in "
@@ -144,6 +152,15 @@ def parse_args(argv=None):
                          "and no --init_student_from")
     if args.trajectory_samples < 1 or args.trajectory_draws < 1:
         parser.error("--trajectory_samples and --trajectory_draws must be >= 1")
+    if args.grid_shift is not None:
+        if not (math.isfinite(args.grid_shift) and args.grid_shift > 0):
+            parser.error(f"--grid_shift must be a positive number, got {args.grid_shift}")
+        if args.grid_shift != 1.0 and args.objective != "shortcut":
+            parser.error("--grid_shift trains the shortcut objective's dyadic grid; MeanFlow-F2D2 trains every step, "
+                         "so give a shift at inference instead (F2D2Scheduler(shift=...))")
+        if args.grid_shift != 1.0 and args.trajectory_weight > 0:
+            parser.error("--trajectory_weight supervises the uniform grids' segments; it cannot be combined with "
+                         "--grid_shift")
     if args.max_level < 0:
         parser.error(f"--max_level must be >= 0, got {args.max_level}")
     if args.divergence_weight < 0:
@@ -196,6 +213,25 @@ def build_student(args, data, teacher, student_cls, user_config):
     return student
 
 
+def resolve_grid_shift(args) -> None:
+    """Fill in ``--grid_shift`` when it was left out: the value a resumed checkpoint was trained with, else the
+    scheduler shift of the ``--init_student_from`` pipeline (its steps are on that grid), else 1. A resumed run given
+    another value than its checkpoint's is an error (``check_resume_settings``)."""
+    resume_path = training_utils.resolve_resume_path(args)
+    if resume_path is not None:
+        training_utils.check_resume_settings(args, resume_path)
+    if args.grid_shift is None and args.init_student_from:
+        config = os.path.join(args.init_student_from, "scheduler", "scheduler_config.json")
+        if os.path.isfile(config):
+            with open(config) as f:
+                args.grid_shift = float(json.load(f).get("shift", 1.0))
+    if args.grid_shift is None:
+        args.grid_shift = 1.0
+    if args.grid_shift != 1.0 and args.trajectory_weight > 0:
+        raise TrainingError(f"--trajectory_weight supervises the uniform grids' segments; this run's grid has shift "
+                            f"{args.grid_shift} (from --init_student_from or the resumed checkpoint)")
+
+
 def load_initial_student(path, data, teacher, user_config):
     """The student of ``--init_student_from``, checked against the data and the teacher."""
     from f2d2_diffusers import sample_shape
@@ -246,6 +282,7 @@ def main(args):
         anchor_norm, anchor_weights, trajectory_f2d2_loss, weight_anchor_penalty,
     )
 
+    resolve_grid_shift(args)
     user_config = {}
     if args.model_config_name_or_path:
         user_config = training_utils.load_model_config(args.model_config_name_or_path)
@@ -319,7 +356,7 @@ def main(args):
             )
         return shortcut_f2d2_loss(
             prepared_model, batch, bootstrap_fraction=args.bootstrap_fraction,
-            teacher_finest_level=args.teacher_finest_level, **common,
+            teacher_finest_level=args.teacher_finest_level, grid_shift=args.grid_shift, **common,
         )
 
     def loss_fn(prepared_model, batch):
@@ -342,14 +379,15 @@ def main(args):
             extra["teacher_weight_distance"] = squared_distance.item() ** 0.5 / teacher_weight_norm
         return loss, extra
 
-    sample_grid = training_utils.f2d2_grid(data, args.eval_batch_size) if args.save_images_steps else None
+    sample_grid = training_utils.f2d2_grid(data, args.eval_batch_size, shift=args.grid_shift) if args.save_images_steps else None
     result = training_utils.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_f2d2",
                                   sample_grid=sample_grid)
 
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         with training_utils.ema_weights(unwrapped, ema_model):
-            pipeline = F2D2Pipeline(unet=unwrapped, scheduler=F2D2Scheduler(), num_levels=data.num_levels)
+            pipeline = F2D2Pipeline(unet=unwrapped, scheduler=F2D2Scheduler(shift=args.grid_shift),
+                                    num_levels=data.num_levels)
             # Staged, then renamed into place with model_index.json last: never a half-written pipeline.
             with training_utils.staged_output(args.output_dir) as staging:
                 pipeline.save_pretrained(staging)
@@ -407,6 +445,8 @@ def step_description(args) -> str:
         steps = f"{args.step_distribution} steps"
     else:
         steps = f"dyadic steps down to 2^-{args.max_level}"
+        if args.grid_shift != 1.0:
+            steps += f" on the grids of `F2D2Scheduler(shift={args.grid_shift!r})` (saved with the pipeline)"
     weight = ""
     if args.objective == "meanflow":
         weight = f", adaptive loss weight p = {args.adaptive_weight_power}"

@@ -1,5 +1,6 @@
 """Shortcut-F2D2: semigroup (self-consistency) distillation of the joint map (``docs/method.md`` section 5.2)."""
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -7,7 +8,9 @@ import torch
 from diffusers.utils import BaseOutput
 
 from ..divergence import resolve_divergence_method, velocity_and_divergence
-from ..flow_map import broadcast_to_sample, evaluate_flow_map, evaluate_velocity, flow_map_step, interpolant
+from ..flow_map import (
+    broadcast_to_sample, evaluate_flow_map, evaluate_velocity, flow_map_step, interpolant, shift_sigmas,
+)
 from .steps import check_directions, dyadic_steps
 from .tangent import velocity_targets
 
@@ -57,6 +60,7 @@ def shortcut_f2d2_loss(
     anchor_starts_to_grid: bool = False,
     teacher_finest_level: bool = False,
     level_weights: Optional[Sequence[float]] = None,
+    grid_shift: float = 1.0,
 ) -> ShortcutF2D2LossOutput:
     r"""
     Shortcut-F2D2 loss on a batch of model-space data.
@@ -81,10 +85,16 @@ def shortcut_f2d2_loss(
             teacher, also at ``sigma = 0`` where the tangent is never sampled.
         level_weights: relative odds of the levels ``k = 0..max_level`` (``|h| = 2^-k``) in the bootstrap part;
             uniform when ``None``.
+        grid_shift: draw the dyadic steps on the grid warped by ``shift_sigmas(., grid_shift)``, the grids of
+            ``F2D2Scheduler(shift=grid_shift)``; ``< 1`` puts the short steps next to the data (``docs/method.md``
+            section 5.7). A step's two halves are then unequal in ``sigma`` and its targets their length-weighted
+            averages. 1 (default) trains the uniform dyadic grids.
     """
     if teacher_finest_level and teacher is None:
         raise ValueError("teacher_finest_level needs a teacher")
     check_directions(directions)
+    if not (isinstance(grid_shift, (int, float)) and math.isfinite(grid_shift) and grid_shift > 0):
+        raise ValueError(f"grid_shift must be a positive number, got {grid_shift!r}")
     if not 0.0 <= bootstrap_fraction < 1.0:
         raise ValueError(f"bootstrap_fraction must lie in [0, 1), got {bootstrap_fraction}")
     target_model = model if target_model is None else target_model
@@ -110,21 +120,35 @@ def shortcut_f2d2_loss(
     )
 
     # Bootstrap part: dyadic steps, targets from two half steps.
-    sigma_b, h_b, levels = dyadic_steps(
+    tau_b, step_b, levels = dyadic_steps(
         num_bootstrap, max_level, directions, anchor_starts_to_grid, generator=generator, device=device, dtype=dtype,
         level_weights=level_weights,
     )
+    # The dyadic grid lives in tau; the map is trained on the sigmas the shifted scheduler visits.
+    if grid_shift == 1.0:  # kept exact: the halves of a dyadic step are representable
+        sigma_b, h_b = tau_b, step_b
+        h_first = h_second = h_b / 2
+        sigma_mid = sigma_b + h_first
+    else:
+        sigma_b, sigma_mid = shift_sigmas(tau_b, grid_shift), shift_sigmas(tau_b + step_b / 2, grid_shift)
+        h_b = shift_sigmas(tau_b + step_b, grid_shift) - sigma_b
+        h_first, h_second = sigma_mid - sigma_b, sigma_b + h_b - sigma_mid
     data_b, noise_b = batch[num_diagonal:], noise[num_diagonal:]
     x_b = interpolant(data_b, noise_b, sigma_b)
     u_target_b, div_target_b = torch.zeros_like(x_b), x_b.new_zeros(num_bootstrap)
     # bootstrap_fraction = 0 trains the tangent alone: no (empty) half-step target calls.
     with torch.no_grad():
         if num_bootstrap > 0:
-            first = evaluate_flow_map(target_model, x_b, sigma_b, h_b / 2)
-            x_mid, _ = flow_map_step(x_b, first.sample, first.divergence, h_b / 2)
-            second = evaluate_flow_map(target_model, x_mid, sigma_b + h_b / 2, h_b / 2)
-            u_target_b = (first.sample + second.sample) / 2
-            div_target_b = (first.divergence + second.divergence) / 2
+            first = evaluate_flow_map(target_model, x_b, sigma_b, h_first)
+            x_mid, _ = flow_map_step(x_b, first.sample, first.divergence, h_first)
+            second = evaluate_flow_map(target_model, x_mid, sigma_mid, h_second)
+            if grid_shift == 1.0:  # equal halves: the plain mean
+                u_target_b = (first.sample + second.sample) / 2
+                div_target_b = (first.divergence + second.divergence) / 2
+            else:
+                w_first = h_first / h_b
+                u_target_b = torch.lerp(first.sample, second.sample, broadcast_to_sample(1 - w_first, x_b))
+                div_target_b = torch.lerp(first.divergence, second.divergence, 1 - w_first)
             finest = levels == max_level
             if teacher_finest_level and finest.any():
                 u_target_b[finest], div_target_b[finest] = _teacher_midpoint_step(

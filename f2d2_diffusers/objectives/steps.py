@@ -50,6 +50,8 @@ def dyadic_steps(
     ``level_weights`` (``max_level + 1`` non-negative weights, level 0 first: the 1-step map).
 
     ``anchor_starts_to_grid`` puts starts on multiples of ``|h|``, the points the uniform few-step grids visit.
+    The shortcut objective's ``grid_shift`` reads these values as warped time ``tau`` and maps them to ``sigma``
+    (``docs/method.md`` 5.7), so the starts are then the points of the shifted grids.
     """
     if level_weights is None:
         levels = torch.randint(0, max_level + 1, (n,), generator=generator, device=device)

@@ -14,7 +14,7 @@ except ImportError:  # a diffusers that does not ship it
     _FlowMapBase = SchedulerMixin
 
 from ..dequantization import check_finite
-from ..flow_map import TIMESTEP_SCALE, flow_map_step, interpolant
+from ..flow_map import TIMESTEP_SCALE, flow_map_step, interpolant, shift_sigmas
 
 DIRECTIONS = ("sample", "likelihood")
 
@@ -50,7 +50,9 @@ class F2D2Scheduler(_FlowMapBase, ConfigMixin):
     Parameters:
         num_train_timesteps (`int`, defaults to 1000): scale of ``timesteps`` (1000 in diffusers' flow matching).
         shift (`float`, defaults to 1.0): ``sigma -> shift * sigma / (1 + (shift - 1) * sigma)`` applied to the grid;
-            ``shift < 1`` packs grid points toward the data end.
+            ``shift < 1`` packs grid points toward the data end. A map trained with ``grid_shift`` (the shortcut
+            objective's, ``train_f2d2.py --grid_shift``) is saved with the same ``shift``, so its grids are the
+            trained ones.
     """
 
     _compatibles = ["FlowMapEulerDiscreteScheduler"]
@@ -99,8 +101,7 @@ class F2D2Scheduler(_FlowMapBase, ConfigMixin):
         return interpolant(sample, noise, sigma)
 
     def _apply_shift(self, sigmas: torch.Tensor) -> torch.Tensor:
-        shift = self.config.shift
-        return sigmas if shift == 1.0 else shift * sigmas / (1 + (shift - 1) * sigmas)
+        return shift_sigmas(sigmas, self.config.shift)
 
     def set_timesteps(
         self,

@@ -17,8 +17,8 @@ receive ``timestep = 1000 * sigma``.
 
 from ..atomic import remove_unfinished, staged_output
 from .checkpointing import (
-    CHECKPOINT_PREFIX, MANIFEST_NAME, StepCounter, checkpoint_problem, checkpoint_step, list_checkpoints, load_ema,
-    register_checkpoint_hooks, resolve_resume_path, save_checkpoint,
+    CHECKPOINT_PREFIX, MANIFEST_NAME, StepCounter, check_resume_settings, checkpoint_problem, checkpoint_step,
+    list_checkpoints, load_ema, register_checkpoint_hooks, resolve_resume_path, save_checkpoint,
 )
 from .cli import (
     DEFAULT_MAX_TRAIN_STEPS, DEFAULT_RESOLUTION, DIGITS_RESOLUTION, TrainingError, build_parser, parse_args, run_main,
@@ -51,6 +51,7 @@ __all__ = [
     "create_ema", "ema_weights", "hub_base_model", "image_model_config", "list_checkpoints", "load_ema",
     "load_model_config", "load_training_data", "parse_args", "push_to_hub", "register_checkpoint_hooks",
     "remove_unfinished", "render_model_card", "resolve_image_geometry", "resolve_resume_path", "run_main",
+    "check_resume_settings",
     "save_checkpoint", "seed_everything", "staged_output", "train", "training_command", "update_calibration",
     "uses_image_data", "vector_model_config",
 ]

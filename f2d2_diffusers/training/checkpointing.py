@@ -28,6 +28,9 @@ CORE_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "o
               "random_states_0.pkl")
 #: Test hook: ``F2D2_TEST_CRASH_DURING_SAVE=N`` kills the process (SIGKILL) half-way through writing checkpoint-N.
 TEST_CRASH_DURING_SAVE = "F2D2_TEST_CRASH_DURING_SAVE"
+#: Flags that change what is being trained, recorded in each checkpoint's manifest and checked on resume
+#: (:func:`check_resume_settings`): a run resumed with another value would silently train something else.
+RESUME_SETTINGS = ("grid_shift",)
 #: The ``EMAModel`` state saved in ``unet_ema/config.json`` besides the model config.
 EMA_STATE_KEYS = ("decay", "min_decay", "optimization_step", "update_after_step", "use_ema_warmup", "inv_gamma", "power")
 
@@ -120,7 +123,7 @@ def save_checkpoint(args, accelerator, global_step: int) -> str:
     # Every process has written its random states before the folder is declared complete.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_manifest(staging, global_step)
+        write_manifest(staging, global_step, {k: getattr(args, k) for k in RESUME_SETTINGS if hasattr(args, k)})
         replace_folder(staging, save_path)
         if args.checkpoints_total_limit is not None:
             older = [c for c in list_checkpoints(args.output_dir) if c != name]
@@ -133,8 +136,9 @@ def save_checkpoint(args, accelerator, global_step: int) -> str:
     return save_path
 
 
-def write_manifest(folder: str, step: int) -> None:
-    """Flush every file of ``folder`` to disk, then list them with their sizes in its manifest, written last."""
+def write_manifest(folder: str, step: int, settings: Optional[dict] = None) -> None:
+    """Flush every file of ``folder`` to disk, then list them with their sizes (and the run's ``settings``, see
+    :data:`RESUME_SETTINGS`) in its manifest, written last."""
     fsync_tree(folder)
     files = {}
     for root, _, names in os.walk(folder):
@@ -143,7 +147,7 @@ def write_manifest(folder: str, step: int) -> None:
             files[os.path.relpath(path, folder).replace(os.sep, "/")] = os.path.getsize(path)
     files.pop(MANIFEST_NAME, None)
     with open(os.path.join(folder, MANIFEST_NAME), "w") as f:
-        json.dump({"step": step, "files": dict(sorted(files.items()))}, f, indent=1)
+        json.dump({"step": step, "settings": settings or {}, "files": dict(sorted(files.items()))}, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
 
@@ -221,6 +225,27 @@ def resolve_resume_path(args) -> Optional[str]:
             f"{CHECKPOINT_PREFIX}N or with 'latest' (the newest complete one)"
         )
     return path
+
+
+def check_resume_settings(args, path: str) -> None:
+    """Make ``args`` agree with the :data:`RESUME_SETTINGS` recorded in checkpoint ``path``: a flag left unset
+    (``None``) takes the recorded value; one set to another value is a ``TrainingError``. Checkpoints written before
+    the record existed are not checked."""
+    try:
+        with open(os.path.join(path, MANIFEST_NAME)) as f:
+            recorded = dict(json.load(f).get("settings") or {})
+    except (OSError, ValueError, TypeError):
+        return  # resolve_resume_path has already vetted the folder; an old one simply has no record
+    for name, value in recorded.items():
+        if not hasattr(args, name):
+            continue
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+        elif getattr(args, name) != value:
+            raise TrainingError(
+                f"cannot resume from {path}: it was trained with --{name} {value}, this run has --{name} "
+                f"{getattr(args, name)}; resume with the same value (or leave the flag out)"
+            )
 
 
 class StepCounter:

@@ -97,9 +97,11 @@ def teacher_grid(data, num_samples: int, num_inference_steps: int = 50) -> Optio
     return make
 
 
-def f2d2_grid(data, num_samples: int, step_counts: Sequence[int] = GRID_STEP_COUNTS) -> Optional[GridFn]:
+def f2d2_grid(data, num_samples: int, step_counts: Sequence[int] = GRID_STEP_COUNTS,
+              shift: float = 1.0) -> Optional[GridFn]:
     """The F2D2 grid: a row per step count, the same noise in each, every sample's log-likelihood under it (bits/dim
-    for images, nats for 2-D vectors, shown by colour); ``None`` for data without a picture."""
+    for images, nats for 2-D vectors, shown by colour); ``None`` for data without a picture. ``shift``: the
+    scheduler's, the grid the map was trained on."""
     if not _has_picture(data):
         return None
     noise = fixed_noise(num_samples if data.kind == "image" else SCATTER_POINTS, data.sample_shape)
@@ -109,7 +111,7 @@ def f2d2_grid(data, num_samples: int, step_counts: Sequence[int] = GRID_STEP_COU
         from ..pipelines import F2D2Pipeline
         from ..schedulers import F2D2Scheduler
 
-        pipeline = F2D2Pipeline(unet=model, scheduler=F2D2Scheduler(), num_levels=data.num_levels)
+        pipeline = F2D2Pipeline(unet=model, scheduler=F2D2Scheduler(shift=shift), num_levels=data.num_levels)
         pipeline.set_progress_bar_config(disable=True)
         param = next(model.parameters())
         rows, scores, metrics = [], [], {}

@@ -39,3 +39,24 @@ def test_level_weights_are_parsed_and_checked(capsys):
     with pytest.raises(SystemExit):
         ablate_digits.parse_args(["--variant", "v", "--level_weights", "1,2"])
     assert "one weight per level 0..6" in capsys.readouterr().err
+
+
+def test_a_shifted_row_without_reference_grid_points_gets_dashes(tmp_path):
+    stem = str(tmp_path / "ablations")
+    shifted = row("shifted")
+    shifted.update(state_error_2=None, segment_state_error_8=None)
+    ablate_digits.write_row(stem, shifted)
+    line = next(x for x in (tmp_path / "ablations.md").read_text().splitlines() if x.startswith("| shifted"))
+    assert "| 2.60 | - | - | - |" in line
+
+
+def test_grid_shift_is_inherited_from_the_init_pipeline_and_checked(capsys):
+    assert ablate_digits.resolve_grid_shift(None, 0.25) == 0.25  # a shifted --init is scored on its own grid
+    assert ablate_digits.resolve_grid_shift(None, None) == 1.0  # teacher or scratch start: the uniform grid
+    assert ablate_digits.resolve_grid_shift(0.5, 0.25) == 0.5  # given explicitly: moved to another grid
+    for bad, message in [(["--grid_shift", "0"], "must be a positive number"),
+                         (["--grid_shift", "0.5", "--objective", "meanflow"], "shortcut objective's dyadic grid"),
+                         (["--grid_shift", "0.5", "--trajectory_only"], "shortcut objective's dyadic grid")]:
+        with pytest.raises(SystemExit):
+            ablate_digits.parse_args(["--variant", "v", *bad])
+        assert message in capsys.readouterr().err

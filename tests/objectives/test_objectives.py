@@ -200,3 +200,73 @@ def test_shortcut_loss_passes_level_weights_to_its_steps(gaussian_batch):
     out, sigma, h, *_ = _bootstrap_draws(params, batch.repeat(4, 1), teacher=teacher, bootstrap_fraction=0.5,
                                          max_level=3, level_weights=[0.0, 1.0, 0.0, 0.0])
     assert (h[128:].abs() == 0.5).all()
+
+
+@pytest.mark.parametrize("directions", ["both", "forward"])
+def test_grid_shift_trains_the_steps_of_the_shifted_scheduler(gaussian_batch, directions):
+    from f2d2_diffusers import F2D2Scheduler
+
+    params, teacher, batch = gaussian_batch
+    shift = 1 / 15
+    out, sigma, h, first_half, second_half = _bootstrap_draws(
+        params, batch.repeat(4, 1), teacher=teacher, directions=directions, bootstrap_fraction=0.25, max_level=3,
+        anchor_starts_to_grid=True, grid_shift=shift,
+    )
+    sigma_b, h_b = sigma[192:].double(), h[192:].double()
+    # Every trained step joins two neighbours of the 2^k-step grid of F2D2Scheduler(shift=1/15).
+    scheduler = F2D2Scheduler(shift=shift)
+    steps_seen = set()
+    for s, step in zip(sigma_b.tolist(), h_b.tolist()):
+        matches = []
+        for k in range(4):
+            scheduler.set_timesteps(2**k, direction="likelihood")
+            grid = scheduler.sigmas.tolist()
+            pairs = list(zip(grid[:-1], grid[1:]))
+            lo, hi = (s, s + step) if step > 0 else (s + step, s)
+            matches += [k for a, b in pairs if abs(a - lo) < 1e-6 and abs(b - hi) < 1e-6]
+        assert matches, f"step {s:.4f} -> {s + step:.4f} is on no shifted grid"
+        steps_seen.update(matches)
+    assert steps_seen == {0, 1, 2, 3}
+    # The two halves meet at the shifted midpoint, so they are unequal in sigma: the half nearer the data is the
+    # shorter one (the first when encoding, h > 0; the second when sampling, h < 0, hence first_h < second_h in both).
+    # The targets average them by length, so the exact map stays a fixed point.
+    first_h, second_h = first_half[1].double() / 1000, second_half[1].double() / 1000
+    torch.testing.assert_close(first_h + second_h, h_b, rtol=1e-5, atol=1e-6)
+    encoding = h_b > 0
+    assert (first_h[encoding] < second_h[encoding]).all() and (first_h[~encoding] < second_h[~encoding]).all()
+    assert out.loss < 1e-10
+
+
+def test_grid_shift_must_be_positive(gaussian_batch):
+    params, teacher, batch = gaussian_batch
+    for bad in (0.0, -1.0, float("nan"), "0.5"):
+        with pytest.raises(ValueError, match="grid_shift must be a positive number"):
+            shortcut_f2d2_loss(GaussianFlowMap(**params), batch, teacher=teacher, grid_shift=bad)
+
+
+def test_grid_shift_gives_the_teacher_the_warped_finest_steps(gaussian_batch):
+    from f2d2_diffusers.flow_map import shift_sigmas
+
+    class RecordingTeacher(GaussianVelocity):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.timesteps = []
+
+        def forward(self, sample, timestep, return_dict=True):
+            self.timesteps.append(torch.as_tensor(timestep).clone())
+            return super().forward(sample, timestep, return_dict=return_dict)
+
+    params, _, batch = gaussian_batch
+    teacher, shift = RecordingTeacher(**params), 1 / 7
+    # max_level=0: every bootstrap step is the finest, the whole warped unit step, from the teacher's midpoint rule.
+    out, sigma, h, *_ = _bootstrap_draws(params, batch, teacher=teacher, bootstrap_fraction=0.5, max_level=0,
+                                         anchor_starts_to_grid=True, teacher_finest_level=True, grid_shift=shift)
+    start, mid = teacher.timesteps[-2].double() / 1000, teacher.timesteps[-1].double() / 1000
+    sigma_b, h_b = sigma[32:].double(), h[32:].double()
+    torch.testing.assert_close(start, sigma_b)
+    # The midpoint rule halves the warped step in sigma (not in tau): it covers [sigma, sigma + h] as trained.
+    torch.testing.assert_close(mid, sigma_b + h_b / 2)
+    assert set(sigma_b.tolist()) <= {0.0, 1.0} and (h_b.abs() == 1).all()
+    # Its midpoint is sigma = 1/2 (the middle in sigma), not shift_sigmas(1/2) = 1/8 (the middle in tau).
+    assert set(mid.tolist()) == {0.5} and shift_sigmas(torch.tensor(0.5), shift).item() == pytest.approx(0.125)
+    assert out.bootstrap_loss > 0  # one midpoint step over the whole unit step is not the exact map

@@ -157,3 +157,22 @@ def test_per_sample_timesteps_off_the_grid_still_step_each_sample():
     torch.testing.assert_close(out.delta_log_prob, torch.tensor([1.0, 0.5]))
     with pytest.raises(ValueError, match="not on the grid"):
         s.step(u, torch.tensor([1000.0, 500.0]), x, divergence=div)
+
+
+@pytest.mark.parametrize("shift", [1 / 7, 1 / 15, 0.0666667, 0.1, 0.2, 1 / 3, 3.0])
+def test_shifted_grids_end_exactly_at_data_and_noise_and_step_in_both_directions(shift, tiny_f2d2_mlp):
+    from f2d2_diffusers.flow_map import shift_sigmas
+
+    # The warp keeps both ends exactly (a rounding error above 1 would put the first timestep outside [0, 1000]).
+    ends = shift_sigmas(torch.tensor([0.0, 1.0], dtype=torch.float64), shift)
+    assert ends.tolist() == [0.0, 1.0]
+    assert shift_sigmas(torch.tensor([0.0, 1.0]), shift).tolist() == [0.0, 1.0]
+    s = F2D2Scheduler(shift=shift)
+    for direction in ("sample", "likelihood"):
+        s.set_timesteps(2, direction=direction)
+        assert s.sigmas.tolist()[:: 2 if direction == "sample" else -2] == [1.0, 0.0]
+        torch.testing.assert_close(s.sigmas[1].item(), shift / (1 + shift))  # the 2-step grid's midpoint
+        x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+        for t, h in zip(s.timesteps, s.step_sizes):
+            x = s.step(tiny_f2d2_mlp(x, t.float(), h.float()), t, x).prev_sample
+        assert torch.isfinite(x).all()

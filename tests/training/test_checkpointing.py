@@ -166,3 +166,24 @@ def test_epoch_shuffle_depends_on_seed_and_epoch_only():
     resumed.load_state_dict(first.state_dict())
     assert order(resumed, 1) == orders[1] and orders[0] != orders[1]
     assert order(EpochShuffle(seed=4), 1) != orders[1]
+
+
+def test_resume_settings_are_recorded_adopted_and_checked(tmp_path):
+    from argparse import Namespace
+
+    from f2d2_diffusers.training import check_resume_settings
+
+    folder = make_checkpoint(tmp_path, 5, complete=False)
+    write_manifest(str(folder), 5, {"grid_shift": 0.25})
+    assert checkpoint_problem(str(folder)) is None  # the record does not count as a file of the checkpoint
+    left_out = Namespace(grid_shift=None)
+    check_resume_settings(left_out, str(folder))
+    assert left_out.grid_shift == 0.25  # a flag left out takes the value the run was trained with
+    check_resume_settings(Namespace(grid_shift=0.25), str(folder))
+    with pytest.raises(TrainingError, match="trained with --grid_shift 0.25, this run has --grid_shift 1.0"):
+        check_resume_settings(Namespace(grid_shift=1.0), str(folder))
+    check_resume_settings(Namespace(), str(folder))  # a script without the flag (the teacher's) is not concerned
+    older = make_checkpoint(tmp_path / "old", 3)  # written before the record existed: nothing to check
+    untouched = Namespace(grid_shift=None)
+    check_resume_settings(untouched, str(older))
+    assert untouched.grid_shift is None

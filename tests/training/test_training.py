@@ -235,6 +235,19 @@ def test_f2d2_weight_anchor_is_logged_and_named_in_the_card(workdir, image_teach
     assert "weights pulled toward the teacher (L2-SP, 0.5)" in (out / "README.md").read_text()
 
 
+def test_f2d2_grid_shift_is_saved_with_the_pipeline_and_named_in_the_card(workdir, image_teacher):
+    from f2d2_diffusers import F2D2LikelihoodPipeline
+
+    out = workdir / "f2d2-images-shifted"
+    distil_on_images(workdir, image_teacher, out, "--max_train_steps", 2, "--grid_shift", 0.25)
+    pipe = F2D2LikelihoodPipeline.from_pretrained(out)
+    assert pipe.scheduler.config.shift == 0.25
+    pipe.scheduler.set_timesteps(2, direction="likelihood")
+    # The 2-step grid of the trained map: its midpoint tau = 1/2 lands at shift / (1 + shift) = 0.2.
+    torch.testing.assert_close(pipe.scheduler.sigmas.double(), torch.tensor([0.0, 0.2, 1.0], dtype=torch.float64))
+    assert "on the grids of `F2D2Scheduler(shift=0.25)`" in (out / "README.md").read_text()
+
+
 def test_f2d2_student_deepened_from_the_digits_teacher(workdir):
     from f2d2_diffusers import F2D2Pipeline
 
@@ -312,6 +325,10 @@ BAD_INPUTS = [
     ("train_f2d2.py", ["--dataset", "checkerboard", "--student_layers_per_block", "2"], "needs --teacher_model_name_or_path"),
     ("train_f2d2.py", ["--dataset", "checkerboard", "--teacher_model_name_or_path", "t", "--student_layers_per_block", "0"],
      "--student_layers_per_block must be >= 1"),
+    ("train_f2d2.py", ["--dataset", "checkerboard", "--grid_shift", "0"], "--grid_shift must be a positive number"),
+    ("train_f2d2.py", ["--dataset", "checkerboard", "--grid_shift", "nan"], "--grid_shift must be a positive number"),
+    ("train_f2d2.py", ["--dataset", "checkerboard", "--objective", "meanflow", "--grid_shift", "0.5"],
+     "--grid_shift trains the shortcut objective's dyadic grid"),
     ("train_f2d2.py", ["--dataset", "checkerboard", "--resume_from_checkpoint", "/nonexistent/checkpoint-3"],
      "no checkpoint folder"),
 ]
