@@ -66,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--grid_shift", type=float, default=None,
                    help="train and score on the grids of F2D2Scheduler(shift=...) (docs/method.md 5.7); default: the "
                         "--init pipeline's scheduler shift (1 for the teacher or a scratch student)")
+    p.add_argument("--likelihood_grid_shift", type=float, default=None,
+                   help="the encoding steps' grid alone (F2D2Scheduler(likelihood_shift=...)); default: the --init "
+                        "pipeline's likelihood_shift unless --grid_shift is given, else --grid_shift")
     p.add_argument("--objective", choices=["shortcut", "meanflow"], default="shortcut",
                    help="meanflow: meanflow_f2d2_loss (JVP targets from the online student, docs/method.md 5.4)")
     p.add_argument("--step_distribution", choices=["dyadic", "logit_normal", "uniform"], default="dyadic",
@@ -101,11 +104,14 @@ def parse_args(argv=None):
             check_level_weights(args.level_weights, args.max_level)
         except ValueError as err:
             p.error(f"--level_weights: {err}")
-    if args.grid_shift is not None:
-        if not (math.isfinite(args.grid_shift) and args.grid_shift > 0):
-            p.error(f"--grid_shift must be a positive number, got {args.grid_shift}")
-        if args.grid_shift != 1.0 and (args.objective != "shortcut" or args.trajectory_fraction > 0 or args.trajectory_only):
-            p.error("--grid_shift trains the shortcut objective's dyadic grid: not with --objective meanflow or the "
+    for flag in ("grid_shift", "likelihood_grid_shift"):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if not (math.isfinite(value) and value > 0):
+            p.error(f"--{flag} must be a positive number, got {value}")
+        if value != 1.0 and (args.objective != "shortcut" or args.trajectory_fraction > 0 or args.trajectory_only):
+            p.error(f"--{flag} trains the shortcut objective's dyadic grid: not with --objective meanflow or the "
                     "trajectory loss (uniform segments)")
     return args
 
@@ -116,6 +122,16 @@ def resolve_grid_shift(given, init_shift=None) -> float:
     if given is not None:
         return given
     return 1.0 if init_shift is None else init_shift
+
+
+def resolve_likelihood_grid_shift(given, grid_shift_given, grid_shift: float, init_likelihood_shift=None) -> float:
+    """``--likelihood_grid_shift`` as given; else the ``--init`` pipeline's ``likelihood_shift`` unless
+    ``--grid_shift`` moves the map to another grid; else the (resolved) ``grid_shift``."""
+    if given is not None:
+        return given
+    if init_likelihood_shift is not None and grid_shift_given is None:
+        return init_likelihood_shift
+    return grid_shift
 
 
 def build_caches(args, teacher):
@@ -194,7 +210,7 @@ def main(args):
     test, reference, train = build_caches(args, teacher)
     if args.only_caches:
         return
-    init_name, init_shift = Path(args.init).name, None
+    init_name, init_shift, init_likelihood_shift = Path(args.init).name, None, None
     if args.student_config:
         from f2d2_diffusers.training.configs import load_model_config
 
@@ -206,7 +222,11 @@ def main(args):
         init_pipeline = F2D2Pipeline.from_pretrained(args.init)
         student = init_pipeline.unet
         init_shift = float(init_pipeline.scheduler.config.shift)
+        init_likelihood_shift = init_pipeline.scheduler.config.get("likelihood_shift")
+    grid_shift_given = args.grid_shift
     args.grid_shift = resolve_grid_shift(args.grid_shift, init_shift)
+    args.likelihood_grid_shift = resolve_likelihood_grid_shift(args.likelihood_grid_shift, grid_shift_given,
+                                                               args.grid_shift, init_likelihood_shift)
     if args.deepen_to:
         from f2d2_diffusers.models.deepen import deepen_unet
 
@@ -242,7 +262,8 @@ def main(args):
                 out = shortcut_f2d2_loss(
                     student, batch, target_model=ema if ema is not None else student,
                     bootstrap_fraction=args.bootstrap_fraction, teacher_finest_level=not args.no_teacher_finest_level,
-                    level_weights=args.level_weights, grid_shift=args.grid_shift, **common)
+                    level_weights=args.level_weights, grid_shift=args.grid_shift,
+                    likelihood_grid_shift=args.likelihood_grid_shift, **common)
             loss = loss + out.loss
         if train is not None:
             idx = torch.randint(0, train.states.shape[0], (args.batch_size,), generator=generator)
@@ -263,14 +284,15 @@ def main(args):
             print(f"step {step}: loss {loss.item():.5f} ({time.perf_counter() - start:.0f} s)", flush=True)
     minutes = (time.perf_counter() - start) / 60
     final = ema if ema is not None else student
-    metrics = evaluate(final, reference, test, shift=args.grid_shift)
+    metrics = evaluate(final, reference, test, shift=args.likelihood_grid_shift)
     variant = args.variant + ("" if args.eval_split == "test" else " [scored on train digits]")
     row = dict(variant=variant, steps=args.steps, minutes=round(minutes, 1), init=init_name,
                settings={k: v for k, v in vars(args).items() if k not in ("variant", "results", "cache_dir", "save_to")},
                **metrics)
     write_row(args.results, row)
     if args.save_to:
-        F2D2Pipeline(unet=final, scheduler=F2D2Scheduler(shift=args.grid_shift),
+        likelihood_shift = None if args.likelihood_grid_shift == args.grid_shift else args.likelihood_grid_shift
+        F2D2Pipeline(unet=final, scheduler=F2D2Scheduler(shift=args.grid_shift, likelihood_shift=likelihood_shift),
                      num_levels=DIGITS_NUM_LEVELS).save_pretrained(args.save_to)
     print(json.dumps(row, indent=1))
 

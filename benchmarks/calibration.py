@@ -92,7 +92,7 @@ def main(args):
 
     # The reference is recorded on the student's own 8-step grid (its scheduler's shift), so every segment below is
     # a step the map was trained on.
-    shift = float(pipe.scheduler.config.shift)
+    shift = pipe.scheduler.shift_for("likelihood")
     sigmas = shift_sigmas(torch.arange(max(GRIDS) + 1, dtype=torch.float64) / max(GRIDS), shift).tolist()
     calibration = likelihood_calibration(
         pipe, teacher, data, num_levels, steps=GRIDS, divergence=args.divergence, num_probes=args.hutchinson_probes,

@@ -69,7 +69,7 @@ def main(args):
         data, reference = cached_reference(teacher, split, args.cache_dir)
         rows = score_split(pipe, data, reference)
         budget = likelihood_error_budget(pipe.unet, data, reference.states[:, -1], reference.integrals[:, -1], steps=STEPS,
-                                         shift=float(pipe.scheduler.config.shift))
+                                         shift=pipe.scheduler.shift_for("likelihood"))
         for k, parts in zip(STEPS, budget.rows):
             rows[str(k)]["budget"] = {key: parts[key] for key in ("radial", "spread", "divergence", "end_point_error")}
         rows["tangent_error"] = {str(GRID[i]): tangent_error(pipe.unet, teacher, reference.states[:, i], GRID[i])

@@ -8,7 +8,7 @@ references of ``f2d2_diffusers.evaluation.digits_reference``, computed once and 
 - the geometric grids ``[0, 2^-(N-1), ..., 1/4, 1/2, 1]``, ``N = 2..6`` calls: short steps next to the data.
 
 Every step of both families is a step a dyadic student was trained on (a multiple of its size away from 0), so no
-grid asks the map for something it never learned. A student saved with a scheduler ``shift`` (``train_f2d2.py
+grid asks the map for something it never learned. A student saved with a likelihood grid shift (``train_f2d2.py
 --grid_shift``) gets the same grids warped by its shift, as ``F2D2LikelihoodPipeline(sigmas=...)`` does.
 
 Writes ``benchmarks/results/likelihood_grids_digits.json`` and ``.png`` (mean error against network calls).
@@ -63,7 +63,7 @@ def score(pipe, data, reference, sigmas) -> dict:
     out = pipe(data, sigmas=sigmas, dequantize=False)
     # Both log-densities are of the same dequantised points, so the dequantisation terms cancel.
     error = -(out.log_prob.double() - reference.log_prob.double()) / (data[0].numel() * math.log(2))
-    visited = F2D2Scheduler(shift=pipe.scheduler.config.shift)  # the grid the call stepped, after the student's shift
+    visited = F2D2Scheduler.from_config(pipe.scheduler.config)  # the grid the call stepped, after the student's shift
     visited.set_timesteps(sigmas=sigmas, direction="likelihood")
     return dict(sigmas=[round(float(s), 6) for s in visited.sigmas], calls=int(out.nfe),
                 mean_error=round(float(error.mean()), 4), mae=round(float(error.abs().mean()), 4))
@@ -86,7 +86,7 @@ def main(args):
         pipe.set_progress_bar_config(disable=True)
         pipe.unet.eval()
         name = os.path.relpath(path, PATHS.repo_root)
-        rows = dict(shift=float(pipe.scheduler.config.shift))
+        rows = dict(shift=pipe.scheduler.shift_for("likelihood"))
         for split, (data, reference) in references.items():
             rows[split] = dict(
                 uniform={str(n): score(pipe, data, reference, uniform_grid(n)) for n in UNIFORM_CALLS},

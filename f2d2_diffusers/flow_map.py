@@ -142,14 +142,14 @@ def interpolant(data: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) ->
     return (1.0 - sigma) * data + sigma * noise
 
 
-def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+def shift_sigmas(sigmas: torch.Tensor, shift: Union[float, torch.Tensor]) -> torch.Tensor:
     """The grid warp ``sigma -> shift * sigma / (1 + (shift - 1) * sigma)`` (diffusers' flow-matching ``shift``).
 
     It keeps 0 and 1 in place and is monotone; ``shift < 1`` packs points toward the data end. The scheduler applies
     it to its grids and the shortcut objective to the dyadic steps it trains, so both visit the same points
-    (``docs/method.md`` section 5.7).
+    (``docs/method.md`` section 5.7). ``shift`` may be a tensor broadcastable to ``sigmas`` (one shift per point).
     """
-    if shift == 1.0:
+    if not torch.is_tensor(shift) and shift == 1.0:
         return sigmas
     # Written as c s / (c s + 1 - s), not c s / (1 + (c - 1) s): exact at 0 and 1, where the other form can land a
     # rounding error above 1, outside the range a scheduler accepts.

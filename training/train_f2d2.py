@@ -82,6 +82,11 @@ def parse_args(argv=None):
                            "that shift (docs/method.md 5.7): < 1 puts the short steps next to the data, where the "
                            "likelihood error starts. Default: the resumed checkpoint's, else the --init_student_from "
                            "pipeline's scheduler shift, else 1 (the uniform grids k/N). Shortcut objective only.")
+    f2d2.add_argument("--likelihood_grid_shift", type=float, default=None,
+                      help="Train the encoding steps (h > 0) alone on the grids of shift C, saved as the scheduler's "
+                           "likelihood_shift: short likelihood steps next to the data while sampling keeps the grids "
+                           "of --grid_shift (docs/method.md 5.7). Default: the resumed checkpoint's, else the "
+                           "--init_student_from pipeline's likelihood_shift, else --grid_shift.")
     meanflow = parser.add_argument_group("MeanFlow-F2D2 (--objective meanflow)")
     meanflow.add_argument("--step_distribution", type=str, default="logit_normal", choices=["dyadic", "logit_normal", "uniform"],
                           help="Where the non-zero steps are drawn (default logit_normal, the only one that calibrated in "
@@ -152,15 +157,18 @@ def parse_args(argv=None):
                          "and no --init_student_from")
     if args.trajectory_samples < 1 or args.trajectory_draws < 1:
         parser.error("--trajectory_samples and --trajectory_draws must be >= 1")
-    if args.grid_shift is not None:
-        if not (math.isfinite(args.grid_shift) and args.grid_shift > 0):
-            parser.error(f"--grid_shift must be a positive number, got {args.grid_shift}")
-        if args.grid_shift != 1.0 and args.objective != "shortcut":
-            parser.error("--grid_shift trains the shortcut objective's dyadic grid; MeanFlow-F2D2 trains every step, "
+    for flag in ("grid_shift", "likelihood_grid_shift"):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"--{flag} must be a positive number, got {value}")
+        if value != 1.0 and args.objective != "shortcut":
+            parser.error(f"--{flag} trains the shortcut objective's dyadic grid; MeanFlow-F2D2 trains every step, "
                          "so give a shift at inference instead (F2D2Scheduler(shift=...))")
-        if args.grid_shift != 1.0 and args.trajectory_weight > 0:
-            parser.error("--trajectory_weight supervises the uniform grids' segments; it cannot be combined with "
-                         "--grid_shift")
+        if value != 1.0 and args.trajectory_weight > 0:
+            parser.error(f"--trajectory_weight supervises the uniform grids' segments; it cannot be combined with "
+                         f"--{flag}")
     if args.max_level < 0:
         parser.error(f"--max_level must be >= 0, got {args.max_level}")
     if args.divergence_weight < 0:
@@ -214,22 +222,38 @@ def build_student(args, data, teacher, student_cls, user_config):
 
 
 def resolve_grid_shift(args) -> None:
-    """Fill in ``--grid_shift`` when it was left out: the value a resumed checkpoint was trained with, else the
-    scheduler shift of the ``--init_student_from`` pipeline (its steps are on that grid), else 1. A resumed run given
-    another value than its checkpoint's is an error (``check_resume_settings``)."""
+    """Fill in ``--grid_shift`` and ``--likelihood_grid_shift`` when they were left out: the values a resumed
+    checkpoint was trained with, else the scheduler's ``shift`` / ``likelihood_shift`` of the ``--init_student_from``
+    pipeline (its steps are on those grids), else 1 and ``--grid_shift``. A resumed run given another value than its
+    checkpoint's is an error (``check_resume_settings``)."""
     resume_path = training_utils.resolve_resume_path(args)
     if resume_path is not None:
         training_utils.check_resume_settings(args, resume_path)
-    if args.grid_shift is None and args.init_student_from:
+    if args.init_student_from:
         config = os.path.join(args.init_student_from, "scheduler", "scheduler_config.json")
         if os.path.isfile(config):
             with open(config) as f:
-                args.grid_shift = float(json.load(f).get("shift", 1.0))
+                scheduler_config = json.load(f)
+            if args.grid_shift is None:
+                args.grid_shift = float(scheduler_config.get("shift", 1.0))
+            if args.likelihood_grid_shift is None and scheduler_config.get("likelihood_shift") is not None:
+                args.likelihood_grid_shift = float(scheduler_config["likelihood_shift"])
     if args.grid_shift is None:
         args.grid_shift = 1.0
-    if args.grid_shift != 1.0 and args.trajectory_weight > 0:
-        raise TrainingError(f"--trajectory_weight supervises the uniform grids' segments; this run's grid has shift "
-                            f"{args.grid_shift} (from --init_student_from or the resumed checkpoint)")
+    if args.likelihood_grid_shift is None:
+        args.likelihood_grid_shift = args.grid_shift
+    if (args.grid_shift != 1.0 or args.likelihood_grid_shift != 1.0) and args.trajectory_weight > 0:
+        raise TrainingError(f"--trajectory_weight supervises the uniform grids' segments; this run's grids have shift "
+                            f"{args.grid_shift} / likelihood shift {args.likelihood_grid_shift} (from "
+                            "--init_student_from or the resumed checkpoint)")
+
+
+def scheduler_for(args):
+    """The ``F2D2Scheduler`` whose grids this run trains: ``likelihood_shift`` is recorded only where it differs."""
+    from f2d2_diffusers import F2D2Scheduler
+
+    likelihood_shift = None if args.likelihood_grid_shift == args.grid_shift else args.likelihood_grid_shift
+    return F2D2Scheduler(shift=args.grid_shift, likelihood_shift=likelihood_shift)
 
 
 def load_initial_student(path, data, teacher, user_config):
@@ -276,7 +300,7 @@ def main(args):
     import torch
 
     from f2d2_diffusers import (
-        F2D2MLPModel, F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, meanflow_f2d2_loss, shortcut_f2d2_loss,
+        F2D2MLPModel, F2D2Pipeline, F2D2UNet2DModel, meanflow_f2d2_loss, shortcut_f2d2_loss,
     )
     from f2d2_diffusers.objectives import (
         anchor_norm, anchor_weights, trajectory_f2d2_loss, weight_anchor_penalty,
@@ -356,7 +380,8 @@ def main(args):
             )
         return shortcut_f2d2_loss(
             prepared_model, batch, bootstrap_fraction=args.bootstrap_fraction,
-            teacher_finest_level=args.teacher_finest_level, grid_shift=args.grid_shift, **common,
+            teacher_finest_level=args.teacher_finest_level, grid_shift=args.grid_shift,
+            likelihood_grid_shift=args.likelihood_grid_shift, **common,
         )
 
     def loss_fn(prepared_model, batch):
@@ -379,15 +404,16 @@ def main(args):
             extra["teacher_weight_distance"] = squared_distance.item() ** 0.5 / teacher_weight_norm
         return loss, extra
 
-    sample_grid = training_utils.f2d2_grid(data, args.eval_batch_size, shift=args.grid_shift) if args.save_images_steps else None
+    # The grid of samples is drawn on the sampling grids (--grid_shift), the ones F2D2Pipeline steps.
+    sample_grid = (training_utils.f2d2_grid(data, args.eval_batch_size, shift=args.grid_shift)
+                   if args.save_images_steps else None)
     result = training_utils.train(args, accelerator, model, data, loss_fn, ema_model, tracker_name="train_f2d2",
                                   sample_grid=sample_grid)
 
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         with training_utils.ema_weights(unwrapped, ema_model):
-            pipeline = F2D2Pipeline(unet=unwrapped, scheduler=F2D2Scheduler(shift=args.grid_shift),
-                                    num_levels=data.num_levels)
+            pipeline = F2D2Pipeline(unet=unwrapped, scheduler=scheduler_for(args), num_levels=data.num_levels)
             # Staged, then renamed into place with model_index.json last: never a half-written pipeline.
             with training_utils.staged_output(args.output_dir) as staging:
                 pipeline.save_pretrained(staging)
@@ -445,8 +471,10 @@ def step_description(args) -> str:
         steps = f"{args.step_distribution} steps"
     else:
         steps = f"dyadic steps down to 2^-{args.max_level}"
-        if args.grid_shift != 1.0:
-            steps += f" on the grids of `F2D2Scheduler(shift={args.grid_shift!r})` (saved with the pipeline)"
+        if args.grid_shift != 1.0 or args.likelihood_grid_shift != args.grid_shift:
+            config = ", ".join(f"{k}={v!r}" for k, v in scheduler_for(args).config.items()
+                               if k in ("shift", "likelihood_shift") and v is not None)
+            steps += f" on the grids of `F2D2Scheduler({config})` (saved with the pipeline)"
     weight = ""
     if args.objective == "meanflow":
         weight = f", adaptive loss weight p = {args.adaptive_weight_power}"

@@ -61,6 +61,7 @@ def shortcut_f2d2_loss(
     teacher_finest_level: bool = False,
     level_weights: Optional[Sequence[float]] = None,
     grid_shift: float = 1.0,
+    likelihood_grid_shift: Optional[float] = None,
 ) -> ShortcutF2D2LossOutput:
     r"""
     Shortcut-F2D2 loss on a batch of model-space data.
@@ -89,12 +90,19 @@ def shortcut_f2d2_loss(
             ``F2D2Scheduler(shift=grid_shift)``; ``< 1`` puts the short steps next to the data (``docs/method.md``
             section 5.7). A step's two halves are then unequal in ``sigma`` and its targets their length-weighted
             averages. 1 (default) trains the uniform dyadic grids.
+        likelihood_grid_shift: the shift of the encoding steps (``h > 0``) alone, the grids of
+            ``F2D2Scheduler(shift=grid_shift, likelihood_shift=likelihood_grid_shift)``: short likelihood steps next
+            to the data while the sampling steps (``h < 0``) keep ``grid_shift``. ``None`` (default): ``grid_shift``.
     """
     if teacher_finest_level and teacher is None:
         raise ValueError("teacher_finest_level needs a teacher")
     check_directions(directions)
-    if not (isinstance(grid_shift, (int, float)) and math.isfinite(grid_shift) and grid_shift > 0):
-        raise ValueError(f"grid_shift must be a positive number, got {grid_shift!r}")
+    for name, value in (("grid_shift", grid_shift), ("likelihood_grid_shift", likelihood_grid_shift)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if likelihood_grid_shift is None:
+        likelihood_grid_shift = grid_shift
+    uniform_grid = grid_shift == 1.0 and likelihood_grid_shift == 1.0
     if not 0.0 <= bootstrap_fraction < 1.0:
         raise ValueError(f"bootstrap_fraction must lie in [0, 1), got {bootstrap_fraction}")
     target_model = model if target_model is None else target_model
@@ -124,14 +132,16 @@ def shortcut_f2d2_loss(
         num_bootstrap, max_level, directions, anchor_starts_to_grid, generator=generator, device=device, dtype=dtype,
         level_weights=level_weights,
     )
-    # The dyadic grid lives in tau; the map is trained on the sigmas the shifted scheduler visits.
-    if grid_shift == 1.0:  # kept exact: the halves of a dyadic step are representable
+    # The dyadic grid lives in tau; the map is trained on the sigmas the shifted scheduler visits, each direction on
+    # its own grid (encoding steps h > 0 on the likelihood grids).
+    if uniform_grid:  # kept exact: the halves of a dyadic step are representable
         sigma_b, h_b = tau_b, step_b
         h_first = h_second = h_b / 2
         sigma_mid = sigma_b + h_first
     else:
-        sigma_b, sigma_mid = shift_sigmas(tau_b, grid_shift), shift_sigmas(tau_b + step_b / 2, grid_shift)
-        h_b = shift_sigmas(tau_b + step_b, grid_shift) - sigma_b
+        shift = torch.where(step_b > 0, likelihood_grid_shift, grid_shift).to(tau_b)
+        sigma_b, sigma_mid = shift_sigmas(tau_b, shift), shift_sigmas(tau_b + step_b / 2, shift)
+        h_b = shift_sigmas(tau_b + step_b, shift) - sigma_b
         h_first, h_second = sigma_mid - sigma_b, sigma_b + h_b - sigma_mid
     data_b, noise_b = batch[num_diagonal:], noise[num_diagonal:]
     x_b = interpolant(data_b, noise_b, sigma_b)
@@ -142,7 +152,7 @@ def shortcut_f2d2_loss(
             first = evaluate_flow_map(target_model, x_b, sigma_b, h_first)
             x_mid, _ = flow_map_step(x_b, first.sample, first.divergence, h_first)
             second = evaluate_flow_map(target_model, x_mid, sigma_mid, h_second)
-            if grid_shift == 1.0:  # equal halves: the plain mean
+            if uniform_grid:  # equal halves: the plain mean
                 u_target_b = (first.sample + second.sample) / 2
                 div_target_b = (first.divergence + second.divergence) / 2
             else:

@@ -1,5 +1,6 @@
 """``F2D2Scheduler``: few-step grids for a joint flow map, in both directions."""
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
@@ -53,6 +54,9 @@ class F2D2Scheduler(_FlowMapBase, ConfigMixin):
             ``shift < 1`` packs grid points toward the data end. A map trained with ``grid_shift`` (the shortcut
             objective's, ``train_f2d2.py --grid_shift``) is saved with the same ``shift``, so its grids are the
             trained ones.
+        likelihood_shift (`float`, *optional*): the shift of the ``"likelihood"`` grids alone, when they differ from
+            the sampling grids (a map trained with ``--likelihood_grid_shift``: short encoding steps next to the data,
+            the sampling steps of ``shift``); ``None`` (default) uses ``shift`` in both directions.
     """
 
     _compatibles = ["FlowMapEulerDiscreteScheduler"]
@@ -60,13 +64,14 @@ class F2D2Scheduler(_FlowMapBase, ConfigMixin):
     init_noise_sigma = 1.0
 
     @register_to_config
-    def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0):
+    def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, likelihood_shift: Optional[float] = None):
         if num_train_timesteps != TIMESTEP_SCALE:
             raise ValueError(
                 f"F2D2 models are conditioned on 1000 * sigma; num_train_timesteps={num_train_timesteps} is not supported"
             )
-        if not shift > 0:
-            raise ValueError(f"shift must be positive, got {shift}")
+        for name, value in (("shift", shift), ("likelihood_shift", likelihood_shift)):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
         self.sigmas: Optional[torch.Tensor] = None
         self.timesteps: Optional[torch.Tensor] = None
         self.step_sizes: Optional[torch.Tensor] = None
@@ -100,8 +105,15 @@ class F2D2Scheduler(_FlowMapBase, ConfigMixin):
         sigma = torch.as_tensor(timestep, device=sample.device, dtype=sample.dtype) / self.config.num_train_timesteps
         return interpolant(sample, noise, sigma)
 
-    def _apply_shift(self, sigmas: torch.Tensor) -> torch.Tensor:
-        return shift_sigmas(sigmas, self.config.shift)
+    def shift_for(self, direction: str) -> float:
+        """The grid shift of ``direction`` (``"sample"`` or ``"likelihood"``): ``likelihood_shift`` where set for the
+        likelihood grids, else ``shift``."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        likelihood_shift = self.config.get("likelihood_shift")
+        if direction == "likelihood" and likelihood_shift is not None:
+            return float(likelihood_shift)
+        return float(self.config.shift)
 
     def set_timesteps(
         self,
@@ -118,8 +130,8 @@ class F2D2Scheduler(_FlowMapBase, ConfigMixin):
             sigmas (`List[float]`, *optional*): a custom grid in [0, 1], strictly decreasing from 1 to 0 for
                 ``"sample"`` and increasing from 0 to 1 for ``"likelihood"``: the ``N(0, I)`` prior holds at
                 ``sigma = 1`` only, so the grid must reach it. Give all ``N + 1`` points, or ``N`` starting points and
-                the end point (0 for sampling, 1 for likelihood) is appended. ``shift`` is applied to it as to the
-                default (it keeps 0 and 1 in place).
+                the end point (0 for sampling, 1 for likelihood) is appended. The direction's shift
+                (:meth:`shift_for`) is applied to it as to the default (it keeps 0 and 1 in place).
             direction (`str`): ``"sample"`` (noise to data) or ``"likelihood"`` (data to noise).
         """
         if direction not in DIRECTIONS:
@@ -153,7 +165,7 @@ class F2D2Scheduler(_FlowMapBase, ConfigMixin):
                 )
         else:
             grid = torch.linspace(start, end, num_inference_steps + 1, dtype=torch.float64)
-        grid = self._apply_shift(grid)
+        grid = shift_sigmas(grid, self.shift_for(direction))
 
         dtype = torch.float32 if torch.device(device or "cpu").type in ("mps", "npu") else torch.float64
         self.direction = direction

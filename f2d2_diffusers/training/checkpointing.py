@@ -30,7 +30,7 @@ CORE_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "o
 TEST_CRASH_DURING_SAVE = "F2D2_TEST_CRASH_DURING_SAVE"
 #: Flags that change what is being trained, recorded in each checkpoint's manifest and checked on resume
 #: (:func:`check_resume_settings`): a run resumed with another value would silently train something else.
-RESUME_SETTINGS = ("grid_shift",)
+RESUME_SETTINGS = ("grid_shift", "likelihood_grid_shift")
 #: The ``EMAModel`` state saved in ``unet_ema/config.json`` besides the model config.
 EMA_STATE_KEYS = ("decay", "min_decay", "optimization_step", "update_after_step", "use_ema_warmup", "inv_gamma", "power")
 

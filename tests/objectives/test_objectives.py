@@ -270,3 +270,29 @@ def test_grid_shift_gives_the_teacher_the_warped_finest_steps(gaussian_batch):
     # Its midpoint is sigma = 1/2 (the middle in sigma), not shift_sigmas(1/2) = 1/8 (the middle in tau).
     assert set(mid.tolist()) == {0.5} and shift_sigmas(torch.tensor(0.5), shift).item() == pytest.approx(0.125)
     assert out.bootstrap_loss > 0  # one midpoint step over the whole unit step is not the exact map
+
+
+def test_likelihood_grid_shift_moves_the_encoding_steps_alone(gaussian_batch):
+    from f2d2_diffusers import F2D2Scheduler
+
+    params, teacher, batch = gaussian_batch
+    out, sigma, h, first_half, second_half = _bootstrap_draws(
+        params, batch.repeat(4, 1), teacher=teacher, bootstrap_fraction=0.25, max_level=3, anchor_starts_to_grid=True,
+        likelihood_grid_shift=1 / 7,
+    )
+    sigma_b, h_b = sigma[192:].double(), h[192:].double()
+    scheduler = F2D2Scheduler(likelihood_shift=1 / 7)  # sampling grids uniform, likelihood grids shifted
+    for direction, chosen in (("likelihood", h_b > 0), ("sample", h_b < 0)):
+        assert chosen.any()
+        points = set()
+        for k in range(4):
+            scheduler.set_timesteps(2**k, direction=direction)
+            points.update(round(v, 6) for v in scheduler.sigmas.tolist())
+        assert {round(v, 6) for v in sigma_b[chosen].tolist()} <= points, direction
+    # Sampling steps keep equal halves; encoding steps have the shorter half next to the data.
+    first_h, second_h = first_half[1].double() / 1000, second_half[1].double() / 1000
+    torch.testing.assert_close(first_h[h_b < 0], second_h[h_b < 0])
+    assert (first_h[h_b > 0] < second_h[h_b > 0]).all()
+    assert out.loss < 1e-10  # the exact map is still a fixed point
+    with pytest.raises(ValueError, match="likelihood_grid_shift must be a positive number"):
+        shortcut_f2d2_loss(GaussianFlowMap(**params), batch, teacher=teacher, likelihood_grid_shift=0.0)

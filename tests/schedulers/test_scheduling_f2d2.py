@@ -176,3 +176,22 @@ def test_shifted_grids_end_exactly_at_data_and_noise_and_step_in_both_directions
         for t, h in zip(s.timesteps, s.step_sizes):
             x = s.step(tiny_f2d2_mlp(x, t.float(), h.float()), t, x).prev_sample
         assert torch.isfinite(x).all()
+
+
+def test_likelihood_shift_warps_the_likelihood_grids_alone_and_survives_save_load(tmp_path):
+    s = F2D2Scheduler(shift=1.0, likelihood_shift=1 / 7)
+    assert s.shift_for("sample") == 1.0 and s.shift_for("likelihood") == pytest.approx(1 / 7)
+    s.set_timesteps(2, direction="sample")
+    assert s.sigmas.tolist() == [1.0, 0.5, 0.0]
+    s.set_timesteps(2, direction="likelihood")
+    torch.testing.assert_close(s.sigmas, torch.tensor([0.0, 0.125, 1.0], dtype=s.sigmas.dtype))
+    s.save_pretrained(tmp_path)
+    loaded = F2D2Scheduler.from_pretrained(tmp_path)
+    assert loaded.shift_for("likelihood") == pytest.approx(1 / 7) and loaded.shift_for("sample") == 1.0
+    # Without it, both directions use `shift` (checkpoints saved before it existed load the same way).
+    assert F2D2Scheduler(shift=0.5).shift_for("likelihood") == 0.5
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="likelihood_shift must be a positive number"):
+            F2D2Scheduler(likelihood_shift=bad)
+    with pytest.raises(ValueError, match="direction must be one of"):
+        s.shift_for("encode")

@@ -248,6 +248,21 @@ def test_f2d2_grid_shift_is_saved_with_the_pipeline_and_named_in_the_card(workdi
     assert "on the grids of `F2D2Scheduler(shift=0.25)`" in (out / "README.md").read_text()
 
 
+def test_f2d2_likelihood_grid_shift_is_saved_as_the_schedulers_likelihood_shift(workdir, image_teacher):
+    from f2d2_diffusers import F2D2LikelihoodPipeline, F2D2Pipeline
+
+    out = workdir / "f2d2-images-likelihood-shifted"
+    distil_on_images(workdir, image_teacher, out, "--max_train_steps", 2, "--likelihood_grid_shift", 0.25)
+    sampler = F2D2Pipeline.from_pretrained(out)
+    assert sampler.scheduler.config.shift == 1.0 and sampler.scheduler.config.likelihood_shift == 0.25
+    sampler.scheduler.set_timesteps(2, direction="sample")
+    assert sampler.scheduler.sigmas.tolist() == [1.0, 0.5, 0.0]  # sampling keeps the uniform grids
+    likelihood = F2D2LikelihoodPipeline.from_pretrained(out)
+    likelihood.scheduler.set_timesteps(2, direction="likelihood")
+    torch.testing.assert_close(likelihood.scheduler.sigmas.double(), torch.tensor([0.0, 0.2, 1.0], dtype=torch.float64))
+    assert "on the grids of `F2D2Scheduler(shift=1.0, likelihood_shift=0.25)`" in (out / "README.md").read_text()
+
+
 def test_f2d2_student_deepened_from_the_digits_teacher(workdir):
     from f2d2_diffusers import F2D2Pipeline
 
@@ -327,6 +342,8 @@ BAD_INPUTS = [
      "--student_layers_per_block must be >= 1"),
     ("train_f2d2.py", ["--dataset", "checkerboard", "--grid_shift", "0"], "--grid_shift must be a positive number"),
     ("train_f2d2.py", ["--dataset", "checkerboard", "--grid_shift", "nan"], "--grid_shift must be a positive number"),
+    ("train_f2d2.py", ["--dataset", "checkerboard", "--likelihood_grid_shift", "-1"],
+     "--likelihood_grid_shift must be a positive number"),
     ("train_f2d2.py", ["--dataset", "checkerboard", "--objective", "meanflow", "--grid_shift", "0.5"],
      "--grid_shift trains the shortcut objective's dyadic grid"),
     ("train_f2d2.py", ["--dataset", "checkerboard", "--resume_from_checkpoint", "/nonexistent/checkpoint-3"],
