@@ -40,7 +40,8 @@ class F2D2LikelihoodPipeline(F2D2BasePipeline):
     (``h > 0``), ``log p(x0) = log N(x_K) + sum_k h_k D_k``, then the dequantisation terms.
 
     ``evaluation="paper"`` instead steps the sampling map (``h < 0``) backwards from the data end with Euler, as
-    the F2D2 paper's evaluation does, so the two can be compared on the same inputs.
+    the F2D2 paper's evaluation does, so the two can be compared on the same inputs; it walks the sampling grid
+    (the scheduler's ``shift``, not its ``likelihood_shift``).
 
     ``num_levels`` (grey levels of the data) defaults to ``"auto"``: ``None`` (continuous) for vector models, 256
     (8-bit images) for image models; see [`F2D2BasePipeline`]. Each call works on its own copy of the scheduler, so
@@ -198,7 +199,9 @@ class F2D2LikelihoodPipeline(F2D2BasePipeline):
         device, dtype = self._execution_device, self.unet.dtype
         sample = sample.to(device=device, dtype=dtype)
 
-        scheduler = self._scheduler_for_call(num_inference_steps, sigmas, "likelihood")
+        # The paper's evaluation steps the sampling map, so it walks the sampling grid (backwards).
+        scheduler = self._scheduler_for_call(num_inference_steps, sigmas, "likelihood",
+                                             sampling_grid=evaluation == "paper")
         sign = 1.0 if evaluation == "bidirectional" else -1.0
         latents, delta_log_prob, nfe = self._integrate(scheduler, sample, "images", sign)
         # delta_log_prob = log p_1(x_K) - log p_0(x_0), so log p_0(x_0) = log N(x_K) - delta_log_prob.

@@ -164,9 +164,14 @@ class F2D2BasePipeline(PackageLoadingMixin, DiffusionPipeline):
         values = torch.cat([sample.reshape(sample.shape[0], -1).float(), log_prob.reshape(-1, 1).float()], dim=1)
         check_finite(values, f"the result computed from {name}", OVERFLOW_HINT)
 
-    def _scheduler_for_call(self, num_inference_steps, sigmas, direction: str) -> F2D2Scheduler:
-        """A copy of the scheduler with this call's grid: calls from several threads never share grid state."""
+    def _scheduler_for_call(self, num_inference_steps, sigmas, direction: str,
+                            sampling_grid: bool = False) -> F2D2Scheduler:
+        """A copy of the scheduler with this call's grid: calls from several threads never share grid state.
+        ``sampling_grid``: a ``"likelihood"`` grid with the sampling grids' shift (the points of the sampling steps,
+        in reverse), for stepping the sampling map backwards."""
         scheduler = as_f2d2_scheduler(self.scheduler)  # a copy; diffusers' FlowMapEulerDiscreteScheduler as an F2D2Scheduler
+        if sampling_grid and scheduler.config.get("likelihood_shift") is not None:
+            scheduler = F2D2Scheduler.from_config(scheduler.config, likelihood_shift=None)
         # With custom sigmas the grid sets the number of steps (as in diffusers' retrieve_timesteps).
         steps = (1 if num_inference_steps is None else num_inference_steps) if sigmas is None else num_inference_steps
         scheduler.set_timesteps(steps, device=self._execution_device, sigmas=sigmas, direction=direction)

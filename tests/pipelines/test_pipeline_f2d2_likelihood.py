@@ -35,6 +35,24 @@ def test_papers_evaluation_is_available_and_differs_from_the_encoding_map():
     assert (paper_64 - exact).abs().mean() < 0.1 * (paper_1 - exact).abs().mean()
 
 
+def test_a_likelihood_shift_moves_the_encoding_grid_and_leaves_the_papers_evaluation_on_the_sampling_grid():
+    class RecordingGaussianFlowMap(GaussianFlowMap):
+        def forward(self, sample, timestep, step, return_dict=True):
+            self.calls.append((float(torch.as_tensor(timestep).flatten()[0]), float(torch.as_tensor(step).flatten()[0])))
+            return super().forward(sample, timestep, step, return_dict=return_dict)
+
+    flow_map = RecordingGaussianFlowMap(**gaussian_params((4,)))
+    x0 = flow_map.mean + flow_map.std * torch.randn(8, 4, dtype=torch.float64)
+    pipe = F2D2LikelihoodPipeline(unet=flow_map, scheduler=F2D2Scheduler(likelihood_shift=1 / 7), num_levels=None)
+    pipe.set_progress_bar_config(disable=True)
+    for evaluation, expected in (("bidirectional", [(0.0, 125.0), (125.0, 875.0)]),  # the grid [0, 1/8, 1]
+                                 ("paper", [(0.0, -500.0), (500.0, -500.0)])):  # the sampling grid [1, 1/2, 0] reversed
+        flow_map.calls = []
+        pipe(x0, num_inference_steps=2, dequantize=False, evaluation=evaluation)
+        assert [(round(t, 3), round(h, 3)) for t, h in flow_map.calls] == expected, evaluation
+    assert pipe.scheduler.config.likelihood_shift == pytest.approx(1 / 7)  # the pipeline's own scheduler untouched
+
+
 @pytest.mark.parametrize("num_steps", [1, 3])
 def test_sampling_and_likelihood_pipelines_invert_each_other(num_steps):
     """With the exact map, scoring a generated sample recovers its noise and the log-density the sampler reported."""
