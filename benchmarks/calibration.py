@@ -246,8 +246,11 @@ def plot_report(report, path) -> str:
     n = len(centres)
     if all(abs(v - k / n) < 1e-9 for k, v in enumerate(sigmas)):
         segment_axis = f"segment k of the {n}-step likelihood grid (sigma from (k-1)/{n} to k/{n})"
-    else:  # a student trained on a shifted grid (docs/method.md 5.7): its own, non-uniform segments
-        segment_axis = f"segment k of the student's {n}-step likelihood grid (sigma {', '.join(f'{v:.3g}' for v in sigmas)})"
+    else:  # a student trained on a shifted grid (docs/method.md 5.7): its own, non-uniform segments, drawn evenly
+        # spaced (at their sigma the short ones next to the data would crowd their labels into one another)
+        centres, width = list(range(1, n + 1)), 0.8
+        segment_axis = (f"segment k of the student's {n}-step likelihood grid, evenly spaced\n"
+                        f"(sigma {', '.join(f'{v:.3g}' for v in sigmas)})")
     axes[1].bar(centres, s["teacher_integral"], width=width, color="0.55")
     axes[1].axhline(0, color="k", lw=0.6)
     axes[1].set_xticks(centres, labels, fontsize=8)
