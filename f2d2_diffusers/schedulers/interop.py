@@ -30,7 +30,9 @@ def as_f2d2_scheduler(scheduler) -> F2D2Scheduler:
     if isinstance(scheduler, F2D2Scheduler):
         return copy.deepcopy(scheduler)
     if FlowMapEulerDiscreteScheduler is not None and isinstance(scheduler, FlowMapEulerDiscreteScheduler):
-        return F2D2Scheduler(num_train_timesteps=scheduler.config.num_train_timesteps, shift=scheduler.config.shift)
+        # A likelihood_shift kept in its config (loaded from an F2D2 checkpoint's scheduler folder) is kept too.
+        return F2D2Scheduler(num_train_timesteps=scheduler.config.num_train_timesteps, shift=scheduler.config.shift,
+                             likelihood_shift=scheduler.config.get("likelihood_shift"))
     accepted = " or ".join(c.__name__ for c in FLOW_MAP_SCHEDULERS)
     raise TypeError(
         f"F2D2 pipelines step with an {accepted}, got {type(scheduler).__name__}. A flow map needs its step size "

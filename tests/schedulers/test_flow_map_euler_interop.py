@@ -107,3 +107,14 @@ def test_from_pretrained_and_from_pipe_take_the_diffusers_scheduler(tiny_f2d2_ml
     other = F2D2Pipeline(unet=tiny_f2d2_mlp, scheduler=diffusers.FlowMatchEulerDiscreteScheduler(), num_levels=None)
     with pytest.raises(TypeError, match="F2D2Scheduler or FlowMapEulerDiscreteScheduler"):
         other(batch_size=1, output_type="pt")
+
+
+def test_a_likelihood_shift_survives_loading_into_the_diffusers_scheduler(tmp_path):
+    from f2d2_diffusers.schedulers.interop import as_f2d2_scheduler
+
+    F2D2Scheduler(likelihood_shift=0.25).save_pretrained(tmp_path)
+    theirs = FlowMapEulerDiscreteScheduler.from_pretrained(tmp_path)
+    ours = as_f2d2_scheduler(theirs)
+    assert ours.shift_for("likelihood") == 0.25 and ours.shift_for("sample") == 1.0
+    ours.set_timesteps(2, direction="likelihood")
+    torch.testing.assert_close(ours.sigmas, torch.tensor([0.0, 0.2, 1.0], dtype=ours.sigmas.dtype))
