@@ -68,7 +68,7 @@ def parse_args(argv=None):
                         "--init pipeline's scheduler shift (1 for the teacher or a scratch student)")
     p.add_argument("--likelihood_grid_shift", type=float, default=None,
                    help="the encoding steps' grid alone (F2D2Scheduler(likelihood_shift=...)); default: the --init "
-                        "pipeline's likelihood_shift unless --grid_shift is given, else --grid_shift")
+                        "pipeline's likelihood_shift, else --grid_shift")
     p.add_argument("--objective", choices=["shortcut", "meanflow"], default="shortcut",
                    help="meanflow: meanflow_f2d2_loss (JVP targets from the online student, docs/method.md 5.4)")
     p.add_argument("--step_distribution", choices=["dyadic", "logit_normal", "uniform"], default="dyadic",
@@ -109,29 +109,11 @@ def parse_args(argv=None):
         if value is None:
             continue
         if not (math.isfinite(value) and value > 0):
-            p.error(f"--{flag} must be a positive number, got {value}")
+            p.error(f"--{flag} must be a positive finite number, got {value}")
         if value != 1.0 and (args.objective != "shortcut" or args.trajectory_fraction > 0 or args.trajectory_only):
             p.error(f"--{flag} trains the shortcut objective's dyadic grid: not with --objective meanflow or the "
                     "trajectory loss (uniform segments)")
     return args
-
-
-def resolve_grid_shift(given, init_shift=None) -> float:
-    """``--grid_shift`` as given, else the ``--init`` pipeline's scheduler shift (a map is scored and fine-tuned on
-    the grid it was trained on), else 1."""
-    if given is not None:
-        return given
-    return 1.0 if init_shift is None else init_shift
-
-
-def resolve_likelihood_grid_shift(given, grid_shift_given, grid_shift: float, init_likelihood_shift=None) -> float:
-    """``--likelihood_grid_shift`` as given; else the ``--init`` pipeline's ``likelihood_shift`` unless
-    ``--grid_shift`` moves the map to another grid; else the (resolved) ``grid_shift``."""
-    if given is not None:
-        return given
-    if init_likelihood_shift is not None and grid_shift_given is None:
-        return init_likelihood_shift
-    return grid_shift
 
 
 def build_caches(args, teacher):
@@ -201,6 +183,7 @@ def main(args):
     )
     from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels
     from f2d2_diffusers.dequantization import dequantize
+    from f2d2_diffusers.training.grids import grid_shift_conflict, resolve_grid_shifts
     from f2d2_diffusers.objectives import trajectory_f2d2_loss
     from f2d2_diffusers.training.starts import widen_starts
 
@@ -210,7 +193,7 @@ def main(args):
     test, reference, train = build_caches(args, teacher)
     if args.only_caches:
         return
-    init_name, init_shift, init_likelihood_shift = Path(args.init).name, None, None
+    init_name, recorded = Path(args.init).name, None
     if args.student_config:
         from f2d2_diffusers.training.configs import load_model_config
 
@@ -221,12 +204,15 @@ def main(args):
     else:
         init_pipeline = F2D2Pipeline.from_pretrained(args.init)
         student = init_pipeline.unet
-        init_shift = float(init_pipeline.scheduler.config.shift)
-        init_likelihood_shift = init_pipeline.scheduler.config.get("likelihood_shift")
-    grid_shift_given = args.grid_shift
-    args.grid_shift = resolve_grid_shift(args.grid_shift, init_shift)
-    args.likelihood_grid_shift = resolve_likelihood_grid_shift(args.likelihood_grid_shift, grid_shift_given,
-                                                               args.grid_shift, init_likelihood_shift)
+        recorded = {k: init_pipeline.scheduler.config.get(k) for k in ("shift", "likelihood_shift")}
+    # A fine-tune stays on the grids the --init map was trained on unless the flags move it (the same rule as
+    # train_f2d2.py --init_student_from).
+    args.grid_shift, args.likelihood_grid_shift = resolve_grid_shifts(args.grid_shift, args.likelihood_grid_shift,
+                                                                      recorded)
+    conflict = grid_shift_conflict(args.grid_shift, args.likelihood_grid_shift, args.objective,
+                                   args.trajectory_fraction > 0 or args.trajectory_only)
+    if conflict:
+        raise SystemExit(f"ablate_digits.py: {conflict}")
     if args.deepen_to:
         from f2d2_diffusers.models.deepen import deepen_unet
 

@@ -90,9 +90,11 @@ def main(args):
     pipe.set_progress_bar_config(disable=True)
     student = pipe.unet.eval()
 
-    # The reference is recorded on the student's own 8-step grid (its scheduler's shift), so every segment below is
-    # a step the map was trained on.
+    # The reference is recorded on the student's own 8-step likelihood grid (its scheduler's shift for that
+    # direction), so every segment below is a step the map was trained on. A student whose sampling grid differs
+    # (likelihood_shift) gets no sampling segments: the reference holds no points of that grid.
     shift = pipe.scheduler.shift_for("likelihood")
+    directions = ("likelihood", "sample") if pipe.scheduler.shift_for("sample") == shift else ("likelihood",)
     sigmas = shift_sigmas(torch.arange(max(GRIDS) + 1, dtype=torch.float64) / max(GRIDS), shift).tolist()
     calibration = likelihood_calibration(
         pipe, teacher, data, num_levels, steps=GRIDS, divergence=args.divergence, num_probes=args.hutchinson_probes,
@@ -109,7 +111,7 @@ def main(args):
                                         latents=reference.latents, nfe=reference.nfe,
                                         trajectory=reference.trajectory[idx],
                                         divergence_integrals=reference.divergence_integrals[idx])
-        for direction in ("likelihood", "sample"):
+        for direction in directions:
             cal = segment_calibration(student, sub, [sigmas[i] for i in idx], direction=direction)
             segments[f"{steps}-{direction}"] = {k: (v.tolist() if torch.is_tensor(v) else v) for k, v in cal.items()}
 
@@ -124,7 +126,7 @@ def main(args):
     for r in rows:
         print(f"{r['method']:<16}{r['evaluation']:<15}{r['steps'] or '-':>6}{r['value']:>10.4f}{r['error']:>+10.4f}"
               f"{r['abs_error']:>10.4f}{r['seconds']:>9.2f}")
-    for key in ("8-likelihood", "8-sample"):
+    for key in [f"8-{direction}" for direction in directions]:
         s = segments[key]
         print(f"per segment ({key}): teacher integral {[round(v, 2) for v in s['teacher_integral']]}")
         print(f"    integral error (nats) {[round(v, 2) for v in s['integral_error']]}")
@@ -156,7 +158,8 @@ def main(args):
     write_json(os.path.join(args.output_dir, name + ".json"),
                dict(student=args.student, teacher=args.teacher, dataset=args.dataset, num_points=len(data), unit=unit,
                     reference_divergence=args.divergence, hutchinson_probes=args.hutchinson_probes, rtol=args.rtol,
-                    atol=args.atol, seed=args.seed, grid_shift=shift, rows=rows, segments=segments,
+                    atol=args.atol, seed=args.seed, grid_shift=shift,
+                    sample_grid_shift=pipe.scheduler.shift_for("sample"), rows=rows, segments=segments,
                     sampling_path=sampling_path,
                     error_budget=error_budget))
 

@@ -8,8 +8,9 @@ references of ``f2d2_diffusers.evaluation.digits_reference``, computed once and 
 - the geometric grids ``[0, 2^-(N-1), ..., 1/4, 1/2, 1]``, ``N = 2..6`` calls: short steps next to the data.
 
 Every step of both families is a step a dyadic student was trained on (a multiple of its size away from 0), so no
-grid asks the map for something it never learned. A student saved with a likelihood grid shift (``train_f2d2.py
---grid_shift``) gets the same grids warped by its shift, as ``F2D2LikelihoodPipeline(sigmas=...)`` does.
+grid asks the map for something it never learned. A student saved with a shifted likelihood grid
+(``train_f2d2.py --grid_shift`` / ``--likelihood_grid_shift``) gets the same grids warped by that shift, as
+``F2D2LikelihoodPipeline(sigmas=...)`` does.
 
 Writes ``benchmarks/results/likelihood_grids_digits.json`` and ``.png`` (mean error against network calls).
 

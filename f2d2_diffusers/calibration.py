@@ -235,7 +235,8 @@ def likelihood_error_budget(
 
     Args:
         sample: model-space data (dequantised), ``(batch, *dims)``; the encoding runs on the grid of
-            ``F2D2Scheduler(shift=shift)`` (uniform ``k/K`` for the default 1; give a map its scheduler's ``shift``).
+            ``F2D2Scheduler(shift=shift)`` (uniform ``k/K`` for the default 1; give a map its scheduler's
+            ``shift_for("likelihood")``).
         teacher_end: the teacher's ODE state at ``sigma = 1`` for each sample, same shape.
         teacher_integral: ``integral_0^1 div v`` along the teacher's path, ``(batch,)`` nats.
         map_log_det: also compute the exact log-determinant of the K-step map's Jacobian (``d`` backward passes per

@@ -9,7 +9,9 @@ functions below.
 """
 
 import inspect
-from typing import Union
+import math
+import numbers
+from typing import Optional, Union
 
 import torch
 
@@ -140,6 +142,18 @@ def interpolant(data: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) ->
     """
     sigma = broadcast_to_sample(_per_sample(sigma, data), data)
     return (1.0 - sigma) * data + sigma * noise
+
+
+def check_shift(value, name: str = "shift", allow_none: bool = False) -> Optional[float]:
+    """``value`` as a float if it is a positive finite real number (a grid shift, :func:`shift_sigmas`), else a
+    ``ValueError`` naming ``name``; ``None`` passes through where ``allow_none`` (an unset optional shift)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
 
 
 def shift_sigmas(sigmas: torch.Tensor, shift: Union[float, torch.Tensor]) -> torch.Tensor:

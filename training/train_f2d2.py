@@ -28,9 +28,7 @@ join one gloo group; set ``OMP_NUM_THREADS`` so that processes x threads does no
 """
 
 import argparse
-import json
 import math
-import os
 
 from f2d2_diffusers import training as training_utils
 from f2d2_diffusers.hub import make_diffusers_loadable
@@ -162,7 +160,7 @@ def parse_args(argv=None):
         if value is None:
             continue
         if not (math.isfinite(value) and value > 0):
-            parser.error(f"--{flag} must be a positive number, got {value}")
+            parser.error(f"--{flag} must be a positive finite number, got {value}")
         if value != 1.0 and args.objective != "shortcut":
             parser.error(f"--{flag} trains the shortcut objective's dyadic grid; MeanFlow-F2D2 trains every step, "
                          "so give a shift at inference instead (F2D2Scheduler(shift=...))")
@@ -223,29 +221,27 @@ def build_student(args, data, teacher, student_cls, user_config):
 
 def resolve_grid_shift(args) -> None:
     """Fill in ``--grid_shift`` and ``--likelihood_grid_shift`` when they were left out: the values a resumed
-    checkpoint was trained with, else the scheduler's ``shift`` / ``likelihood_shift`` of the ``--init_student_from``
-    pipeline (its steps are on those grids), else 1 and ``--grid_shift``. A resumed run given another value than its
-    checkpoint's is an error (``check_resume_settings``)."""
+    checkpoint was trained with, else those recorded with the ``--init_student_from`` student (its steps are on those
+    grids), else 1 and ``--grid_shift`` (``f2d2_diffusers.training.grids``). A resumed run given another value than
+    its checkpoint's, or grids the objective cannot train, are a ``TrainingError``."""
+    from f2d2_diffusers.training.grids import grid_shift_conflict, recorded_grid_shifts, resolve_grid_shifts
+
     resume_path = training_utils.resolve_resume_path(args)
     if resume_path is not None:
         training_utils.check_resume_settings(args, resume_path)
-    if args.init_student_from:
-        config = os.path.join(args.init_student_from, "scheduler", "scheduler_config.json")
-        if os.path.isfile(config):
-            with open(config) as f:
-                scheduler_config = json.load(f)
-            if args.grid_shift is None:
-                args.grid_shift = float(scheduler_config.get("shift", 1.0))
-            if args.likelihood_grid_shift is None and scheduler_config.get("likelihood_shift") is not None:
-                args.likelihood_grid_shift = float(scheduler_config["likelihood_shift"])
-    if args.grid_shift is None:
-        args.grid_shift = 1.0
-    if args.likelihood_grid_shift is None:
-        args.likelihood_grid_shift = args.grid_shift
-    if (args.grid_shift != 1.0 or args.likelihood_grid_shift != 1.0) and args.trajectory_weight > 0:
-        raise TrainingError(f"--trajectory_weight supervises the uniform grids' segments; this run's grids have shift "
-                            f"{args.grid_shift} / likelihood shift {args.likelihood_grid_shift} (from "
-                            "--init_student_from or the resumed checkpoint)")
+    recorded = None
+    if args.init_student_from and (args.grid_shift is None or args.likelihood_grid_shift is None):
+        recorded = recorded_grid_shifts(args.init_student_from)
+        if recorded is None:
+            print(f"--init_student_from {args.init_student_from}: no grid recorded with it (scheduler config or "
+                  "checkpoint manifest); training on the uniform grids unless --grid_shift / --likelihood_grid_shift "
+                  "say otherwise", flush=True)
+    args.grid_shift, args.likelihood_grid_shift = resolve_grid_shifts(args.grid_shift, args.likelihood_grid_shift,
+                                                                      recorded)
+    conflict = grid_shift_conflict(args.grid_shift, args.likelihood_grid_shift, args.objective,
+                                   args.trajectory_weight > 0)
+    if conflict:
+        raise TrainingError(conflict)
 
 
 def scheduler_for(args):

@@ -1,6 +1,5 @@
 """Shortcut-F2D2: semigroup (self-consistency) distillation of the joint map (``docs/method.md`` section 5.2)."""
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -9,7 +8,7 @@ from diffusers.utils import BaseOutput
 
 from ..divergence import resolve_divergence_method, velocity_and_divergence
 from ..flow_map import (
-    broadcast_to_sample, evaluate_flow_map, evaluate_velocity, flow_map_step, interpolant, shift_sigmas,
+    broadcast_to_sample, check_shift, evaluate_flow_map, evaluate_velocity, flow_map_step, interpolant, shift_sigmas,
 )
 from .steps import check_directions, dyadic_steps
 from .tangent import velocity_targets
@@ -97,9 +96,8 @@ def shortcut_f2d2_loss(
     if teacher_finest_level and teacher is None:
         raise ValueError("teacher_finest_level needs a teacher")
     check_directions(directions)
-    for name, value in (("grid_shift", grid_shift), ("likelihood_grid_shift", likelihood_grid_shift)):
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    grid_shift = check_shift(grid_shift, "grid_shift")
+    likelihood_grid_shift = check_shift(likelihood_grid_shift, "likelihood_grid_shift", allow_none=True)
     if likelihood_grid_shift is None:
         likelihood_grid_shift = grid_shift
     uniform_grid = grid_shift == 1.0 and likelihood_grid_shift == 1.0
@@ -139,7 +137,7 @@ def shortcut_f2d2_loss(
         h_first = h_second = h_b / 2
         sigma_mid = sigma_b + h_first
     else:
-        shift = torch.where(step_b > 0, likelihood_grid_shift, grid_shift).to(tau_b)
+        shift = torch.where(step_b > 0, tau_b.new_tensor(likelihood_grid_shift), tau_b.new_tensor(grid_shift))
         sigma_b, sigma_mid = shift_sigmas(tau_b, shift), shift_sigmas(tau_b + step_b / 2, shift)
         h_b = shift_sigmas(tau_b + step_b, shift) - sigma_b
         h_first, h_second = sigma_mid - sigma_b, sigma_b + h_b - sigma_mid

@@ -40,8 +40,9 @@ class F2D2LikelihoodPipeline(F2D2BasePipeline):
     (``h > 0``), ``log p(x0) = log N(x_K) + sum_k h_k D_k``, then the dequantisation terms.
 
     ``evaluation="paper"`` instead steps the sampling map (``h < 0``) backwards from the data end with Euler, as
-    the F2D2 paper's evaluation does, so the two can be compared on the same inputs; it walks the sampling grid
-    (the scheduler's ``shift``, not its ``likelihood_shift``).
+    the F2D2 paper's evaluation does, so the two can be compared on the same inputs; it walks the sampling grid's
+    points in reverse (the scheduler's ``shift``, not its ``likelihood_shift``), whose backward steps are trained
+    sampling steps only on the uniform grid.
 
     ``num_levels`` (grey levels of the data) defaults to ``"auto"``: ``None`` (continuous) for vector models, 256
     (8-bit images) for image models; see [`F2D2BasePipeline`]. Each call works on its own copy of the scheduler, so
@@ -172,7 +173,8 @@ class F2D2LikelihoodPipeline(F2D2BasePipeline):
                 (``[-1, 1]`` for images). PIL images: 8-bit pixels (and 16-bit ``"I;16"`` ones, e.g. 16-bit PNGs) are
                 mapped onto the ``L`` levels; transparent images (RGBA, LA, ...) are composited onto black; ``"I"``
                 (32-bit) and ``"F"`` (float) images have no fixed range and are refused.
-            num_inference_steps (`int`, *optional*): network calls on the grid ``sigma_k = k/N``; defaults to 1, or
+            num_inference_steps (`int`, *optional*): network calls on the grid ``sigma_k = k/N`` (warped by the
+                scheduler's likelihood shift, ``shift_for("likelihood")``); defaults to 1, or
                 to the number of steps in ``sigmas``.
             generator: a ``torch.Generator`` or one per sample, for the dequantisation noise.
             dequantize (`bool`, defaults to True): add uniform noise within each grey level. With False, floats are

@@ -1,6 +1,5 @@
 """``F2D2Scheduler``: few-step grids for a joint flow map, in both directions."""
 
-import math
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
@@ -15,7 +14,7 @@ except ImportError:  # a diffusers that does not ship it
     _FlowMapBase = SchedulerMixin
 
 from ..dequantization import check_finite
-from ..flow_map import TIMESTEP_SCALE, flow_map_step, interpolant, shift_sigmas
+from ..flow_map import TIMESTEP_SCALE, check_shift, flow_map_step, interpolant, shift_sigmas
 
 DIRECTIONS = ("sample", "likelihood")
 
@@ -69,9 +68,8 @@ class F2D2Scheduler(_FlowMapBase, ConfigMixin):
             raise ValueError(
                 f"F2D2 models are conditioned on 1000 * sigma; num_train_timesteps={num_train_timesteps} is not supported"
             )
-        for name, value in (("shift", shift), ("likelihood_shift", likelihood_shift)):
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        check_shift(shift, "shift")
+        check_shift(likelihood_shift, "likelihood_shift", allow_none=True)
         self.sigmas: Optional[torch.Tensor] = None
         self.timesteps: Optional[torch.Tensor] = None
         self.step_sizes: Optional[torch.Tensor] = None

@@ -21,7 +21,8 @@ from ..atomic import STAGING_PREFIX, discard, fsync_tree, replace_folder
 from .cli import TrainingError
 
 CHECKPOINT_PREFIX = "checkpoint-"
-#: Written last into a checkpoint: ``{"step": N, "files": {relative path: size in bytes}}``.
+#: Written last into a checkpoint: ``{"step": N, "files": {relative path: size in bytes}, "settings": {...}}``
+#: (``settings``: the :data:`RESUME_SETTINGS` of the run).
 MANIFEST_NAME = "checkpoint_complete.json"
 #: What a checkpoint cannot do without, named when a folder has no manifest to say what is missing.
 CORE_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "optimizer.bin", "scheduler.bin",

@@ -50,18 +50,11 @@ def test_a_shifted_row_without_reference_grid_points_gets_dashes(tmp_path):
     assert "| 2.60 | - | - | - |" in line
 
 
-def test_grid_shift_is_inherited_from_the_init_pipeline_and_checked(capsys):
-    assert ablate_digits.resolve_grid_shift(None, 0.25) == 0.25  # a shifted --init is scored on its own grid
-    assert ablate_digits.resolve_grid_shift(None, None) == 1.0  # teacher or scratch start: the uniform grid
-    assert ablate_digits.resolve_grid_shift(0.5, 0.25) == 0.5  # given explicitly: moved to another grid
-    # The likelihood grid follows a decoupled --init unless --grid_shift moves the map to another grid.
-    assert ablate_digits.resolve_likelihood_grid_shift(None, None, 1.0, 0.125) == 0.125
-    assert ablate_digits.resolve_likelihood_grid_shift(None, 0.5, 0.5, 0.125) == 0.5
-    assert ablate_digits.resolve_likelihood_grid_shift(0.2, None, 1.0, 0.125) == 0.2
-    assert ablate_digits.resolve_likelihood_grid_shift(None, None, 0.25, None) == 0.25
-    for bad, message in [(["--grid_shift", "0"], "must be a positive number"),
+def test_grid_shift_flags_are_checked(capsys):
+    for bad, message in [(["--grid_shift", "0"], "must be a positive finite number"),
                          (["--grid_shift", "0.5", "--objective", "meanflow"], "shortcut objective's dyadic grid"),
-                         (["--grid_shift", "0.5", "--trajectory_only"], "shortcut objective's dyadic grid")]:
+                         (["--grid_shift", "0.5", "--trajectory_only"], "shortcut objective's dyadic grid"),
+                         (["--likelihood_grid_shift", "0.5", "--trajectory_only"], "shortcut objective's dyadic grid")]:
         with pytest.raises(SystemExit):
             ablate_digits.parse_args(["--variant", "v", *bad])
         assert message in capsys.readouterr().err

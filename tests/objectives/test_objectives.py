@@ -240,7 +240,7 @@ def test_grid_shift_trains_the_steps_of_the_shifted_scheduler(gaussian_batch, di
 def test_grid_shift_must_be_positive(gaussian_batch):
     params, teacher, batch = gaussian_batch
     for bad in (0.0, -1.0, float("nan"), "0.5"):
-        with pytest.raises(ValueError, match="grid_shift must be a positive number"):
+        with pytest.raises(ValueError, match="grid_shift must be a positive finite number"):
             shortcut_f2d2_loss(GaussianFlowMap(**params), batch, teacher=teacher, grid_shift=bad)
 
 
@@ -294,5 +294,5 @@ def test_likelihood_grid_shift_moves_the_encoding_steps_alone(gaussian_batch):
     torch.testing.assert_close(first_h[h_b < 0], second_h[h_b < 0])
     assert (first_h[h_b > 0] < second_h[h_b > 0]).all()
     assert out.loss < 1e-10  # the exact map is still a fixed point
-    with pytest.raises(ValueError, match="likelihood_grid_shift must be a positive number"):
+    with pytest.raises(ValueError, match="likelihood_grid_shift must be a positive finite number"):
         shortcut_f2d2_loss(GaussianFlowMap(**params), batch, teacher=teacher, likelihood_grid_shift=0.0)

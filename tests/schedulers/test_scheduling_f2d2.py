@@ -191,7 +191,7 @@ def test_likelihood_shift_warps_the_likelihood_grids_alone_and_survives_save_loa
     # Without it, both directions use `shift` (checkpoints saved before it existed load the same way).
     assert F2D2Scheduler(shift=0.5).shift_for("likelihood") == 0.5
     for bad in (0.0, -1.0, float("nan")):
-        with pytest.raises(ValueError, match="likelihood_shift must be a positive number"):
+        with pytest.raises(ValueError, match="likelihood_shift must be a positive finite number"):
             F2D2Scheduler(likelihood_shift=bad)
     with pytest.raises(ValueError, match="direction must be one of"):
         s.shift_for("encode")
