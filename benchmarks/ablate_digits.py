@@ -19,7 +19,6 @@ Caches (``outputs/cache``, keyed by teacher weights and seed, computed once):
 import argparse
 import copy
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -104,15 +103,11 @@ def parse_args(argv=None):
             check_level_weights(args.level_weights, args.max_level)
         except ValueError as err:
             p.error(f"--level_weights: {err}")
-    for flag in ("grid_shift", "likelihood_grid_shift"):
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        if not (math.isfinite(value) and value > 0):
-            p.error(f"--{flag} must be a positive finite number, got {value}")
-        if value != 1.0 and (args.objective != "shortcut" or args.trajectory_fraction > 0 or args.trajectory_only):
-            p.error(f"--{flag} trains the shortcut objective's dyadic grid: not with --objective meanflow or the "
-                    "trajectory loss (uniform segments)")
+    from f2d2_diffusers.training.grids import check_grid_shift_flags
+
+    problem = check_grid_shift_flags(args, args.objective, args.trajectory_fraction > 0 or args.trajectory_only)
+    if problem:
+        p.error(problem)
     return args
 
 

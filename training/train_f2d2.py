@@ -28,7 +28,6 @@ join one gloo group; set ``OMP_NUM_THREADS`` so that processes x threads does no
 """
 
 import argparse
-import math
 
 from f2d2_diffusers import training as training_utils
 from f2d2_diffusers.hub import make_diffusers_loadable
@@ -155,18 +154,11 @@ def parse_args(argv=None):
                          "and no --init_student_from")
     if args.trajectory_samples < 1 or args.trajectory_draws < 1:
         parser.error("--trajectory_samples and --trajectory_draws must be >= 1")
-    for flag in ("grid_shift", "likelihood_grid_shift"):
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        if not (math.isfinite(value) and value > 0):
-            parser.error(f"--{flag} must be a positive finite number, got {value}")
-        if value != 1.0 and args.objective != "shortcut":
-            parser.error(f"--{flag} trains the shortcut objective's dyadic grid; MeanFlow-F2D2 trains every step, "
-                         "so give a shift at inference instead (F2D2Scheduler(shift=...))")
-        if value != 1.0 and args.trajectory_weight > 0:
-            parser.error(f"--trajectory_weight supervises the uniform grids' segments; it cannot be combined with "
-                         f"--{flag}")
+    from f2d2_diffusers.training.grids import check_grid_shift_flags
+
+    problem = check_grid_shift_flags(args, args.objective, args.trajectory_weight > 0)
+    if problem:
+        parser.error(problem)
     if args.max_level < 0:
         parser.error(f"--max_level must be >= 0, got {args.max_level}")
     if args.divergence_weight < 0:

@@ -65,8 +65,22 @@ def grid_shift_conflict(grid_shift: float, likelihood_grid_shift: float, objecti
     if what is None:
         return None
     return (f"grid shift {grid_shift} / likelihood grid shift {likelihood_grid_shift} (given, or recorded with the "
-            f"starting student): {what}, not a shifted grid. Pass --grid_shift 1 --likelihood_grid_shift 1 to train "
-            "it on the uniform grids (a shift can still be set at inference, F2D2Scheduler(shift=...))")
+            f"starting student): only the shortcut objective's dyadic steps follow a shifted grid, and {what}. Pass "
+            "--grid_shift 1 --likelihood_grid_shift 1 to train on the uniform grids (a shift can still be set at "
+            "inference, F2D2Scheduler(shift=...))")
+
+
+def check_grid_shift_flags(args, objective: str, trajectory: bool) -> Optional[str]:
+    """Parse-time check of ``args.grid_shift`` / ``args.likelihood_grid_shift`` as given (``None``: left out, 1 for
+    now): the message of the first problem, or ``None``."""
+    try:
+        grid_shift = check_shift(args.grid_shift, "--grid_shift", allow_none=True)
+        likelihood_grid_shift = check_shift(args.likelihood_grid_shift, "--likelihood_grid_shift", allow_none=True)
+    except ValueError as err:
+        return str(err)
+    grid_shift = 1.0 if grid_shift is None else grid_shift
+    return grid_shift_conflict(grid_shift, grid_shift if likelihood_grid_shift is None else likelihood_grid_shift,
+                               objective, trajectory)
 
 
 def _read_json(path: str) -> dict:

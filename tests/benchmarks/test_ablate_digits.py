@@ -52,9 +52,9 @@ def test_a_shifted_row_without_reference_grid_points_gets_dashes(tmp_path):
 
 def test_grid_shift_flags_are_checked(capsys):
     for bad, message in [(["--grid_shift", "0"], "must be a positive finite number"),
-                         (["--grid_shift", "0.5", "--objective", "meanflow"], "shortcut objective's dyadic grid"),
-                         (["--grid_shift", "0.5", "--trajectory_only"], "shortcut objective's dyadic grid"),
-                         (["--likelihood_grid_shift", "0.5", "--trajectory_only"], "shortcut objective's dyadic grid")]:
+                         (["--grid_shift", "0.5", "--objective", "meanflow"], "only the shortcut objective's dyadic steps"),
+                         (["--grid_shift", "0.5", "--trajectory_only"], "only the shortcut objective's dyadic steps"),
+                         (["--likelihood_grid_shift", "0.5", "--trajectory_only"], "only the shortcut objective's dyadic steps")]:
         with pytest.raises(SystemExit):
             ablate_digits.parse_args(["--variant", "v", *bad])
         assert message in capsys.readouterr().err

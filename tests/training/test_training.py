@@ -345,7 +345,7 @@ BAD_INPUTS = [
     ("train_f2d2.py", ["--dataset", "checkerboard", "--likelihood_grid_shift", "-1"],
      "--likelihood_grid_shift must be a positive finite number"),
     ("train_f2d2.py", ["--dataset", "checkerboard", "--objective", "meanflow", "--grid_shift", "0.5"],
-     "--grid_shift trains the shortcut objective's dyadic grid"),
+     "only the shortcut objective's dyadic steps follow a shifted grid"),
     ("train_f2d2.py", ["--dataset", "checkerboard", "--resume_from_checkpoint", "/nonexistent/checkpoint-3"],
      "no checkpoint folder"),
 ]
