@@ -174,11 +174,13 @@ def main(args):
         print(f"wrote {args.results}.md")
         return
     from f2d2_diffusers import (
-        F2D2Pipeline, F2D2Scheduler, F2D2UNet2DModel, load_teacher, meanflow_f2d2_loss, shortcut_f2d2_loss,
+        F2D2Pipeline, F2D2UNet2DModel, load_teacher, meanflow_f2d2_loss, shortcut_f2d2_loss,
     )
     from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels
     from f2d2_diffusers.dequantization import dequantize
-    from f2d2_diffusers.training.grids import grid_shift_conflict, resolve_grid_shifts
+    from f2d2_diffusers.training.grids import (
+        grid_shift_conflict, recorded_grid_shifts, resolve_grid_shifts, trained_scheduler,
+    )
     from f2d2_diffusers.objectives import trajectory_f2d2_loss
     from f2d2_diffusers.training.starts import widen_starts
 
@@ -197,9 +199,8 @@ def main(args):
     elif args.init == "teacher":
         student = F2D2UNet2DModel.from_teacher(teacher)
     else:
-        init_pipeline = F2D2Pipeline.from_pretrained(args.init)
-        student = init_pipeline.unet
-        recorded = {k: init_pipeline.scheduler.config.get(k) for k in ("shift", "likelihood_shift")}
+        student = F2D2Pipeline.from_pretrained(args.init).unet
+        recorded = recorded_grid_shifts(args.init)
     # A fine-tune stays on the grids the --init map was trained on unless the flags move it (the same rule as
     # train_f2d2.py --init_student_from).
     args.grid_shift, args.likelihood_grid_shift = resolve_grid_shifts(args.grid_shift, args.likelihood_grid_shift,
@@ -272,8 +273,7 @@ def main(args):
                **metrics)
     write_row(args.results, row)
     if args.save_to:
-        likelihood_shift = None if args.likelihood_grid_shift == args.grid_shift else args.likelihood_grid_shift
-        F2D2Pipeline(unet=final, scheduler=F2D2Scheduler(shift=args.grid_shift, likelihood_shift=likelihood_shift),
+        F2D2Pipeline(unet=final, scheduler=trained_scheduler(args.grid_shift, args.likelihood_grid_shift),
                      num_levels=DIGITS_NUM_LEVELS).save_pretrained(args.save_to)
     print(json.dumps(row, indent=1))
 

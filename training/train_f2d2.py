@@ -237,11 +237,10 @@ def resolve_grid_shift(args) -> None:
 
 
 def scheduler_for(args):
-    """The ``F2D2Scheduler`` whose grids this run trains: ``likelihood_shift`` is recorded only where it differs."""
-    from f2d2_diffusers import F2D2Scheduler
+    """The ``F2D2Scheduler`` whose grids this run trains (``f2d2_diffusers.training.grids.trained_scheduler``)."""
+    from f2d2_diffusers.training.grids import trained_scheduler
 
-    likelihood_shift = None if args.likelihood_grid_shift == args.grid_shift else args.likelihood_grid_shift
-    return F2D2Scheduler(shift=args.grid_shift, likelihood_shift=likelihood_shift)
+    return trained_scheduler(args.grid_shift, args.likelihood_grid_shift)
 
 
 def load_initial_student(path, data, teacher, user_config):

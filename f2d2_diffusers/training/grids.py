@@ -54,6 +54,15 @@ def resolve_grid_shifts(grid_shift: Optional[float], likelihood_grid_shift: Opti
     return grid_shift, check_shift(likelihood_grid_shift, "likelihood_grid_shift")
 
 
+def trained_scheduler(grid_shift: float, likelihood_grid_shift: float):
+    """The ``F2D2Scheduler`` whose grids a run with these shifts trains, saved with its pipeline: ``likelihood_shift``
+    is recorded only where it differs from ``shift``."""
+    from ..schedulers import F2D2Scheduler
+
+    likelihood_shift = None if likelihood_grid_shift == grid_shift else likelihood_grid_shift
+    return F2D2Scheduler(shift=grid_shift, likelihood_shift=likelihood_shift)
+
+
 def grid_shift_conflict(grid_shift: float, likelihood_grid_shift: float, objective: str,
                         trajectory: bool) -> Optional[str]:
     """Why these grids cannot be trained with this objective (``None`` if they can): only the shortcut objective's

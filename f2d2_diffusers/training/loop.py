@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..atomic import remove_unfinished, write_text_atomically
-from .checkpointing import check_resume_settings, checkpoint_step, resolve_resume_path, save_checkpoint
+from .checkpointing import checkpoint_step, resolve_resume_path, save_checkpoint
 from .cli import DEFAULT_MAX_TRAIN_STEPS, TrainingError
 from .data import TrainingData
 from .sample_grids import SAMPLES_DIR, save_sample_grid
@@ -297,7 +297,6 @@ def train(
     global_step, first_epoch, resume_batches = 0, 0, 0
     resume_path = resolve_resume_path(args)
     if resume_path is not None:
-        check_resume_settings(args, resume_path)
         accelerator.print(f"resuming from {resume_path}")
         try:
             accelerator.load_state(resume_path)

@@ -9,7 +9,9 @@ import torch
 from f2d2_diffusers import F2D2Scheduler
 from f2d2_diffusers.flow_map import check_shift
 from f2d2_diffusers.training import MANIFEST_NAME, TrainingError
-from f2d2_diffusers.training.grids import grid_shift_conflict, recorded_grid_shifts, resolve_grid_shifts
+from f2d2_diffusers.training.grids import (
+    grid_shift_conflict, recorded_grid_shifts, resolve_grid_shifts, trained_scheduler,
+)
 
 
 def test_the_grid_is_found_beside_the_student_wherever_it_was_saved(tmp_path):
@@ -60,3 +62,9 @@ def test_shift_values_are_checked_once_for_every_caller():
     for bad in (None, True, 0, -1.0, float("nan"), float("inf"), "0.5"):
         with pytest.raises(ValueError, match="shift must be a positive finite number"):
             check_shift(bad)
+
+
+def test_the_saved_scheduler_records_a_likelihood_shift_only_where_it_differs():
+    assert trained_scheduler(0.5, 0.5).config.likelihood_shift is None
+    decoupled = trained_scheduler(1.0, 0.125)
+    assert decoupled.shift_for("sample") == 1.0 and decoupled.shift_for("likelihood") == 0.125
