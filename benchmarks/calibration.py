@@ -50,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--sampling_path_samples", type=int, default=64,
                    help="also compare the log-density F2D2Pipeline returns with its own 1/2/4-step samples against the "
                         "teacher's ODE at those samples, on this many samples (0: skip)")
+    p.add_argument("--sampling_path_only", action="store_true",
+                   help="measure only the sampling path and write it into the existing calibration_<dataset>.json in "
+                        "--output_dir (same student, teacher and settings; the test-split rows are kept)")
     p.add_argument("--update_card", action="store_true",
                    help="also write the table into the student's model card (README.md, calibration section); with "
                         "--replot, from the rows recorded in each JSON (into the card of the student it names)")
@@ -82,6 +85,8 @@ def main(args):
     from f2d2_diffusers.flow_map import shift_sigmas
 
     require_folders(args.student, args.teacher)
+    if args.sampling_path_only:
+        return refresh_sampling_path(args)
     os.makedirs(args.output_dir, exist_ok=True)
     data, num_levels = load_test_split(args.dataset, args.num_samples, args.seed)
 
@@ -139,20 +144,7 @@ def main(args):
         print(f"    {b['steps']} steps: radial {b['radial']:+.3f} + spread {b['spread']:.3f} + divergence "
               f"{b['divergence']:+.3f} = {b['error']:+.3f}; end-point error {b['end_point_error']:.3f}{jacobian}")
 
-    sampling_path = []
-    if args.sampling_path_samples:
-        from f2d2_diffusers import F2D2Pipeline
-        from f2d2_diffusers.calibration import sampling_path_calibration
-
-        sampler = F2D2Pipeline.from_pipe(pipe)
-        sampler.set_progress_bar_config(disable=True)
-        sampling_path = sampling_path_calibration(
-            sampler, teacher, args.sampling_path_samples, steps=(1, 2, 4),
-            generator=torch.Generator().manual_seed(args.seed), divergence=args.divergence,
-            num_probes=args.hutchinson_probes, rtol=args.rtol, atol=args.atol)
-        for r in sampling_path:
-            print(f"sampling path, {r['steps']} steps: map {r['value']:.4f} vs teacher {r['reference']:.4f} "
-                  f"({r['unit']}, log-density; error {r['error']:+.4f}, per-sample {r['abs_error']:.4f})")
+    sampling_path = measure_sampling_path(pipe, teacher, args) if args.sampling_path_samples else []
 
     name = f"calibration_{args.dataset}"
     write_json(os.path.join(args.output_dir, name + ".json"),
@@ -167,6 +159,52 @@ def main(args):
     print(f"wrote {args.output_dir}/{name}.json and .png")
     if args.update_card:
         print(f"updated the calibration section of {update_card(os.path.join(args.output_dir, name + '.json'), args)}")
+
+
+def measure_sampling_path(pipe, teacher, args) -> list:
+    """The log-density ``F2D2Pipeline`` returns with its own 1/2/4-step samples, free and re-scored, against the
+    teacher's ODE at those samples (``f2d2_diffusers.calibration.sampling_path_calibration``)."""
+    from f2d2_diffusers import F2D2Pipeline
+    from f2d2_diffusers.calibration import sampling_path_calibration
+
+    sampler = F2D2Pipeline.from_pipe(pipe)
+    sampler.set_progress_bar_config(disable=True)
+    rows = sampling_path_calibration(
+        sampler, teacher, args.sampling_path_samples, steps=(1, 2, 4),
+        generator=torch.Generator().manual_seed(args.seed), divergence=args.divergence,
+        num_probes=args.hutchinson_probes, rtol=args.rtol, atol=args.atol)
+    for r in rows:
+        print(f"sampling path, {r['steps']} steps: map {r['value']:.4f} vs teacher {r['reference']:.4f} "
+              f"({r['unit']}, log-density; error {r['error']:+.4f}, per-sample {r['abs_error']:.4f}); re-scored "
+              f"in {r['rescored_nfe']} more calls: error {r['rescored_error']:+.4f}, per-sample "
+              f"{r['rescored_abs_error']:.4f}")
+    return rows
+
+
+def refresh_sampling_path(args) -> str:
+    """``--sampling_path_only``: re-measure the sampling path of an existing report, which must name the same
+    student and teacher and record the same settings (where it records them); its other rows are kept."""
+    from f2d2_diffusers import F2D2LikelihoodPipeline, load_teacher
+
+    path = Path(args.output_dir) / f"calibration_{args.dataset}.json"
+    if not path.is_file():
+        raise SystemExit(f"--sampling_path_only updates an existing report, and {path} does not exist")
+    report = json.loads(path.read_text())
+    same = dict(student=args.student, teacher=args.teacher, dataset=args.dataset, reference_divergence=args.divergence,
+                **{k: getattr(args, k) for k in MEASUREMENT_DEFAULTS})
+    clashes = [f"{k}: {v!r} here, {report.get(k)!r} in the report" for k, v in same.items()
+               if k != "hutchinson_probes" or args.divergence == "hutchinson"
+               if report.get(k) is not None  # older reports did not record their settings
+               if os.path.normpath(str(report.get(k))) != os.path.normpath(str(v))]
+    if clashes:
+        raise SystemExit(f"{path} was measured with other settings ({'; '.join(clashes)})")
+    if not args.sampling_path_samples:
+        raise SystemExit("--sampling_path_only needs --sampling_path_samples > 0")
+    pipe = F2D2LikelihoodPipeline.from_pretrained(args.student)
+    report["sampling_path"] = measure_sampling_path(pipe, load_teacher(args.teacher), args)
+    write_json(path, report)
+    print(f"wrote the sampling path into {path}")
+    return str(path)
 
 
 def update_card(json_path, args) -> str:

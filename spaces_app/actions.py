@@ -70,9 +70,12 @@ class DemoActions:
 
     def sample(
         self, model: str, num_steps: int = 1, seed: int = 0, batch_size: int = 16, teacher_steps: int = 0,
-        ml_guidance_scale: float = 0.0, ml_guidance_steps: int = 1,
+        ml_guidance_scale: float = 0.0, ml_guidance_steps: int = 1, log_prob_steps: int = 0,
     ):
         """Few-step samples with the log-likelihood of each, optionally beside the teacher's Euler samples.
+
+        ``log_prob_steps`` > 0 scores each returned sample by encoding it in that many likelihood steps (as many more
+        network calls; ``F2D2Pipeline(log_prob_steps=...)``); 0 keeps the free log-density of the sampling calls.
 
         ``ml_guidance_scale > 0`` first moves the noise by ``ml_guidance_steps`` maximum-likelihood self-guidance
         steps (noise standard deviations per step; one forward and one backward pass each); the teacher, if any,
@@ -89,6 +92,7 @@ class DemoActions:
         teacher_steps = whole_number(teacher_steps, "Teacher steps", 0, MAX_TEACHER_STEPS)
         guidance = real_number(ml_guidance_scale, "Self-guidance scale", 0.0, MAX_GUIDANCE_SCALE)
         guidance_steps = whole_number(ml_guidance_steps, "Guidance steps", 1, MAX_GUIDANCE_STEPS)
+        log_prob_steps = whole_number(log_prob_steps, "Re-scoring steps", 0, MAX_SAMPLE_STEPS)
         pipe = self.registry.pipeline(model)
         shape = pipeline_sample_shape(pipe)
         is_image = len(shape) == 3
@@ -106,7 +110,7 @@ class DemoActions:
         noise = noise.to(device=pipe.device, dtype=pipe.unet.dtype)
         start = time.perf_counter()
         out = pipe(latents=noise, num_inference_steps=num_steps, output_type="np", ml_guidance_scale=guidance,
-                   ml_guidance_steps=guidance_steps)
+                   ml_guidance_steps=guidance_steps, log_prob_steps=log_prob_steps or None)
         seconds = time.perf_counter() - start
         log_prob = out.log_prob.float().cpu().numpy()
         bpd = out.bits_per_dim.float().cpu().numpy()
@@ -147,10 +151,15 @@ class DemoActions:
         scale = f"on the {num_levels}-level scale" if num_levels else "of the continuous density"
         summary = [
             f"**{batch_size} sample(s)** from `{model}` in **{out.nfe} network call(s)**, {seconds:.2f} s."
-            + (f" That is {num_steps} sampling call(s) plus {out.nfe - num_steps} for {guidance_steps} "
-               f"self-guidance step(s) of scale {guidance:g} (a forward and a backward pass each)." if guidance else ""),
+            + (f" That is {num_steps} sampling call(s)" if guidance or log_prob_steps else "")
+            + (f" plus {2 * guidance_steps} for {guidance_steps} self-guidance step(s) of scale {guidance:g} (a "
+               "forward and a backward pass each)" if guidance else "")
+            + (f" plus {log_prob_steps} to re-score the samples" if log_prob_steps else "")
+            + ("." if guidance or log_prob_steps else ""),
             f"Mean log-likelihood **{log_prob.mean():.2f} nats** per sample ({bpd.mean():.3f} bits/dim {scale}), "
-            "computed along the way by the same calls.",
+            + (f"from encoding each returned sample in {log_prob_steps} likelihood step(s)." if log_prob_steps else
+               "computed along the way by the same calls (free, but too optimistic about the model's own samples; "
+               "re-scoring steps measure it at the sample returned)."),
             "Each tile is captioned with its sample number and log p (nats)." if is_image
             else "Points are coloured by their log p (nats).",
         ]
@@ -170,6 +179,7 @@ class DemoActions:
             "nfe": int(out.nfe),
             "ml_guidance_scale": guidance,
             "ml_guidance_steps": guidance_steps if guidance else 0,
+            "log_prob_steps": log_prob_steps,
             "seconds": _round(seconds),
             "num_levels": num_levels,
             "mean_log_prob": _round(log_prob.mean()),

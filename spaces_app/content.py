@@ -44,6 +44,13 @@ REFERENCE_LABEL = (
 )
 REFERENCE_DEFAULT = False
 
+#: The Sample tab's re-scoring control: the log-likelihood of each returned sample from encoding it (README.md).
+RESCORE_INFO = (
+    "0 = log p from the sampling calls themselves (free, but too optimistic: it belongs to the path the model was "
+    "trained to follow, not to the sample it returned). k = encode each returned sample with k likelihood steps, "
+    "k more network calls; on digits several times closer to the teacher's ODE (README, Sampling path)."
+)
+
 #: The Sample tab's self-guidance controls: what they do and where they were measured to help (README.md).
 GUIDANCE_INFO = (
     "Moves the starting noise up the one-step map's log-likelihood before sampling; each guidance step costs one "

@@ -16,7 +16,7 @@ from components import ModelDropdown, Number, Slider, _checked_image, user_error
 from content import (
     GUIDANCE_INFO, INTRO_TEXT, LIKELIHOOD_EMPTY_TEXT, MAX_GUIDANCE_SCALE, MAX_GUIDANCE_STEPS, MAX_IMAGE_BATCH,
     MAX_SAMPLE_STEPS, MAX_SEED, MAX_TEACHER_STEPS, MAX_VECTOR_BATCH, METHOD_TEXT, REFERENCE_DEFAULT, REFERENCE_LABEL,
-    SAMPLE_EMPTY_TEXT,
+    RESCORE_INFO, SAMPLE_EMPTY_TEXT,
 )
 from inputs import example_digit, example_point_sets, example_points, write_example_images
 from registry import ModelRegistry, default_registry
@@ -30,19 +30,20 @@ EXAMPLES_DIR = Path(tempfile.gettempdir()) / "f2d2-space-examples"
 
 def sample_examples(registry: ModelRegistry):
     """The Sample tab's ready-made settings: ``(rows of [model, steps, seed, batch, teacher steps, guidance scale,
-    guidance steps], labels)``; a guided row for each model with a ``guidance_example`` scale."""
+    guidance steps, re-scoring steps], labels)``; a guided row for each model with a ``guidance_example`` scale."""
     image, points = registry.first_of_kind("image"), registry.first_of_kind("points")
     rows, labels = [], []
     if image:
-        rows += [[image, 1, 0, 16, 0, 0, 1], [image, 4, 0, 16, 100, 0, 1]]
-        labels += ["digits: 16 samples in 1 step", "digits: 4 steps, beside the teacher's 100 Euler steps"]
+        rows += [[image, 1, 0, 16, 0, 0, 1, 0], [image, 4, 0, 16, 100, 0, 1, 0], [image, 2, 0, 16, 0, 0, 1, 2]]
+        labels += ["digits: 16 samples in 1 step", "digits: 4 steps, beside the teacher's 100 Euler steps",
+                   "digits: 2 steps, each sample re-scored in 2 more calls"]
     if points:
-        rows += [[points, 2, 0, 1000, 0, 0, 1], [points, 1, 1, 1000, 100, 0, 1]]
+        rows += [[points, 2, 0, 1000, 0, 0, 1, 0], [points, 1, 1, 1000, 100, 0, 1, 0]]
         labels += ["2-D: 1000 points in 2 steps", "2-D: 1 step, beside the teacher's 100 Euler steps"]
     for name in registry.names:
         scale = registry.spec(name).guidance_example
         if scale:
-            rows.append([name, 2, 0, 16, 0, scale, 1])
+            rows.append([name, 2, 0, 16, 0, scale, 1, 0])
             labels.append(f"{name.split(' (')[0]}: 2 steps after one self-guidance step of {scale:g}")
     return rows, labels
 
@@ -80,9 +81,10 @@ def build_demo(registry: Optional[ModelRegistry] = None, sampler_registry: Optio
     @user_errors
     def sample(
         model: str, num_steps: int = 1, seed: int = 0, batch_size: int = 16, teacher_steps: int = 0,
-        ml_guidance_scale: float = 0.0, ml_guidance_steps: int = 1,
+        ml_guidance_scale: float = 0.0, ml_guidance_steps: int = 1, log_prob_steps: int = 0,
     ):
-        return actions.sample(model, num_steps, seed, batch_size, teacher_steps, ml_guidance_scale, ml_guidance_steps)
+        return actions.sample(model, num_steps, seed, batch_size, teacher_steps, ml_guidance_scale, ml_guidance_steps,
+                              log_prob_steps)
 
     @user_errors
     def likelihood(
@@ -113,8 +115,13 @@ def build_demo(registry: Optional[ModelRegistry] = None, sampler_registry: Optio
                             elem_id="sample-guidance",
                         )
                         s_guidance_steps = Slider(1, MAX_GUIDANCE_STEPS, value=1, step=1, label="Guidance steps")
+                        s_rescore = Slider(
+                            0, MAX_SAMPLE_STEPS, value=0, step=1, label="Re-scoring steps (log p of each sample)",
+                            info=RESCORE_INFO, elem_id="sample-rescore",
+                        )
                         s_go = gr.Button("Generate", variant="primary", elem_id="sample-generate")
-                        s_inputs = [s_model, s_steps, s_seed, s_batch, s_teacher, s_guidance, s_guidance_steps]
+                        s_inputs = [s_model, s_steps, s_seed, s_batch, s_teacher, s_guidance, s_guidance_steps,
+                                    s_rescore]
                         rows, labels = sample_examples(registry)
                         if rows:
                             gr.Examples(
@@ -143,7 +150,8 @@ def build_demo(registry: Optional[ModelRegistry] = None, sampler_registry: Optio
                     [s_grid, s_table, s_summary, s_details, s_teacher_image],
                     api_name="sample",
                     api_description="Few-step samples with the log-likelihood of each (and the teacher's Euler samples); "
-                    "optional maximum-likelihood self-guidance of the noise.",
+                    "optional maximum-likelihood self-guidance of the noise, and optional re-scoring of each sample by "
+                    "encoding it (log_prob_steps more calls).",
                     concurrency_limit=1,
                     concurrency_id="compute",
                 ).success(  # show the results (and the teacher's panel only with a comparison); UI only, same API

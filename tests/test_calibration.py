@@ -64,6 +64,32 @@ def test_sampling_path_log_density_of_the_exact_map_matches_the_teacher():
     assert [r["steps"] for r in rows] == [1, 2] and all(r["unit"] == "nats" for r in rows)
     for row in rows:
         assert abs(row["error"]) < 1e-3 and row["abs_error"] < 1e-3 and row["nfe"] == row["steps"]
+        assert abs(row["rescored_error"]) < 1e-3 and row["rescored_nfe"] == row["steps"]
+
+
+def test_rescored_log_density_is_measured_at_the_returned_sample():
+    # A map whose sampling steps land off the teacher's path but whose encoding steps are exact: the free
+    # log-density belongs to the teacher's sample, so it is off; re-scoring the returned sample is not.
+    from analytic import GaussianFlowMap, GaussianVelocity, gaussian_params
+
+    from f2d2_diffusers import F2D2Pipeline, F2D2Scheduler
+    from f2d2_diffusers.calibration import sampling_path_calibration
+
+    class OffWhenSampling(GaussianFlowMap):
+        def forward(self, sample, timestep, step=0.0, return_dict=True):
+            out = super().forward(sample, timestep, step)
+            going_to_data = torch.as_tensor(step).reshape(-1, *[1] * (sample.ndim - 1)) < 0
+            out.sample = out.sample + going_to_data * torch.tensor([0.6, -0.4, 0.2], dtype=out.sample.dtype)
+            return out
+
+    params = gaussian_params((3,))
+    pipe = F2D2Pipeline(unet=OffWhenSampling(**params), scheduler=F2D2Scheduler(), num_levels=None)
+    pipe.set_progress_bar_config(disable=True)
+    rows = sampling_path_calibration(pipe, GaussianVelocity(**params), 16, steps=(1, 2), sample_shape=(3,),
+                                     generator=torch.Generator().manual_seed(0), rtol=1e-6, atol=1e-6)
+    for row in rows:
+        assert row["abs_error"] > 0.05
+        assert row["rescored_abs_error"] < 1e-3
 
 
 class ShiftedEndPoint(GaussianFlowMap):

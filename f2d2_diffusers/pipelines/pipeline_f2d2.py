@@ -21,12 +21,12 @@ class F2D2PipelineOutput(BaseOutput):
     Args:
         images: generated samples: a list of PIL images, a numpy array (images ``(B, H, W, C)`` in [0, 1]; vectors
             ``(B, d)`` in model space) or a torch tensor (images ``(B, C, H, W)`` in [0, 1]; vectors ``(B, d)``).
-        log_prob (`torch.Tensor` of shape `(batch,)`): model-space log-density of each sample (nats), from the
-            same network calls that generated it.
+        log_prob (`torch.Tensor` of shape `(batch,)`): model-space log-density of each sample (nats): from the same
+            network calls that generated it, or, with ``log_prob_steps``, from encoding the returned sample.
         bits_per_dim (`torch.Tensor` of shape `(batch,)`): the same on the data's grey-level scale (continuous for
             vector data).
         nfe (`int`): network passes: the ``num_inference_steps`` calls, plus a forward and a backward pass per
-            self-guidance step.
+            self-guidance step, plus ``log_prob_steps``.
     """
 
     images: Union[List[PIL.Image.Image], np.ndarray, torch.Tensor]
@@ -39,7 +39,10 @@ class F2D2Pipeline(F2D2BasePipeline):
     r"""
     Few-step sampling from noise (``sigma = 1``) to data (``sigma = 0``) with a joint flow map. Each step
     ``x <- x + h u(x, sigma, h)`` also adds ``-h D(x, sigma, h)`` to the log-density, so
-    ``log p(x_gen) = log N(eps) + sum_k (-h_k D_k)`` costs no extra network call.
+    ``log p(x_gen) = log N(eps) + sum_k (-h_k D_k)`` costs no extra network call. That "free" log-density follows
+    the divergence along the path the map was trained to take, so it belongs to the teacher's sample from ``eps``;
+    where the map's sample is off that path (few steps, images) it is too optimistic, and ``log_prob_steps=k``
+    instead scores the returned sample with ``k`` encoding steps (``k`` more calls; ``docs/method.md`` section 6.2).
 
     ``ml_guidance_scale > 0`` turns on maximum-likelihood self-guidance (``docs/method.md`` section 6): before
     sampling, ``ml_guidance_steps`` normalised gradient steps raise the one-step map's log-likelihood of the sample
@@ -63,6 +66,7 @@ class F2D2Pipeline(F2D2BasePipeline):
         return_dict: bool = True,
         ml_guidance_scale: float = 0.0,
         ml_guidance_steps: int = 1,
+        log_prob_steps: Optional[int] = None,
     ) -> Union[F2D2PipelineOutput, tuple]:
         r"""
         Args:
@@ -83,12 +87,18 @@ class F2D2Pipeline(F2D2BasePipeline):
                 dimension in units of the noise's standard deviation (``eps <- eps + scale * g / rms(g)``, ``g`` the
                 gradient of the one-step log-likelihood); 0 turns guidance off.
             ml_guidance_steps (`int`, defaults to 1): self-guidance steps (one forward and one backward pass each).
+            log_prob_steps (`int`, *optional*): score the returned samples with this many encoding steps of the
+                likelihood map (as [`F2D2LikelihoodPipeline`] with ``dequantize=False``), at that many more calls;
+                by default the free log-density of the sampling calls is returned.
 
         Returns:
             [`F2D2PipelineOutput`] or ``(images, log_prob, bits_per_dim, nfe)``. A sample or log-density that comes
             out NaN or infinite (inputs far outside the model's range) raises a ``ValueError`` instead.
         """
         self._check_steps(num_inference_steps, sigmas)
+        if log_prob_steps is not None and (isinstance(log_prob_steps, bool) or not isinstance(log_prob_steps, int)
+                                           or log_prob_steps < 1):
+            raise ValueError(f"log_prob_steps must be a positive integer or None, got {log_prob_steps!r}")
         check_guidance(ml_guidance_scale, ml_guidance_steps)
         num_levels = self._resolve_num_levels(num_levels)
         if output_type not in ("pil", "np", "pt", "latent"):
@@ -126,6 +136,12 @@ class F2D2Pipeline(F2D2BasePipeline):
         sample, delta_log_prob, nfe = self._integrate(scheduler, sample, source)
         nfe += guidance_nfe
         log_prob = log_prior + delta_log_prob
+        if log_prob_steps is not None:
+            encoder = self._scheduler_for_call(log_prob_steps, None, "likelihood")
+            latents_end, delta_encode, encode_nfe = self._integrate(encoder, sample, f"the samples from {source}")
+            # Encoding gives delta = log p_1(x_K) - log p_0(x_0), so log p_0(sample) = log N(x_K) - delta.
+            log_prob = standard_normal_log_prob(latents_end.float()) - delta_encode
+            nfe += encode_nfe
         self._check_result(sample, log_prob, source)
         bpd = bits_per_dim(log_prob, sample[0].numel(), num_levels)
 

@@ -34,6 +34,23 @@ def test_calibration_report_for_a_2d_checkpoint(tmp_path):
     assert [r["steps"] for r in report["sampling_path"]] == [1, 2, 4]
     for r in report["sampling_path"]:
         assert r["unit"] == "nats" and r["nfe"] == r["steps"] and r["abs_error"] >= abs(r["error"]) - 1e-9
+        assert r["rescored_nfe"] == r["steps"] and r["rescored_abs_error"] >= abs(r["rescored_error"]) - 1e-9
+
+    # --sampling_path_only re-measures those rows into the same report and keeps the others...
+    path = tmp_path / "out" / "calibration_checkerboard.json"
+    report["sampling_path"], report["rows"][0]["marker"] = [], "kept"
+    path.write_text(json.dumps(report))
+    common = ["--student", tmp_path / "student", "--teacher", tmp_path / "teacher", "--dataset", "checkerboard",
+              "--atol", "1e-3", "--output_dir", tmp_path / "out", "--sampling_path_only"]
+    run(*common, "--rtol", "1e-3")
+    again = json.loads(path.read_text())
+    assert again["rows"][0]["marker"] == "kept" and [r["steps"] for r in again["sampling_path"]] == [1, 2, 4]
+    # ... and refuses other settings than the report's, or a report that is not there.
+    with pytest.raises(SystemExit, match="rtol: 0.0001 here, 0.001 in the report"):
+        run(*common, "--rtol", "1e-4")
+    path.unlink()
+    with pytest.raises(SystemExit, match="updates an existing report"):
+        run(*common, "--rtol", "1e-3")
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

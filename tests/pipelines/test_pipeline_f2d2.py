@@ -116,6 +116,8 @@ def test_vector_pipeline_saves_without_grey_levels(tiny_f2d2_mlp, tmp_path):
         (dict(latents=torch.zeros(1, 1, 8, 8, dtype=torch.long)), "floating-point"),
         (dict(latents=torch.zeros(1, 3, 8, 8)), "shape"),
         (dict(num_levels=1), "num_levels"),
+        (dict(log_prob_steps=0), "log_prob_steps"),
+        (dict(log_prob_steps=True), "log_prob_steps"),
     ],
 )
 def test_bad_arguments_are_rejected(tiny_f2d2_unet, kwargs, match):
@@ -135,3 +137,27 @@ def test_latent_output_is_the_unclipped_model_space_sample_log_prob_refers_to(ti
     assert latent.images.shape == (2, 1, 8, 8)
     torch.testing.assert_close(pt.images, (latent.images / 2 + 0.5).clamp(0, 1))
     torch.testing.assert_close(latent.log_prob, pt.log_prob)
+
+
+def test_log_prob_steps_scores_the_returned_sample(tiny_f2d2_unet):
+    # The re-scored log-density is the likelihood pipeline's on the latent sample; nfe counts both passes.
+    pipe = make_pipe(tiny_f2d2_unet)
+    kwargs = dict(batch_size=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="latent")
+    free = pipe(**kwargs)
+    kwargs["generator"] = torch.Generator().manual_seed(0)
+    rescored = pipe(log_prob_steps=4, **kwargs)
+    torch.testing.assert_close(rescored.images, free.images)
+    assert rescored.nfe == 2 + 4 and not torch.allclose(rescored.log_prob, free.log_prob)
+    scorer = F2D2LikelihoodPipeline(unet=tiny_f2d2_unet, scheduler=F2D2Scheduler(), num_levels=17)
+    scorer.set_progress_bar_config(disable=True)
+    expected = scorer(free.images, num_inference_steps=4, dequantize=False)
+    torch.testing.assert_close(rescored.log_prob, expected.log_prob)
+    torch.testing.assert_close(rescored.bits_per_dim, expected.bits_per_dim)
+
+
+def test_exact_map_rescored_log_density_equals_the_closed_form():
+    flow_map = GaussianFlowMap(**gaussian_params((1, 4, 4)))
+    eps = torch.randn(6, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = make_pipe(flow_map, num_levels=None)(latents=eps, num_inference_steps=1, output_type="latent",
+                                               log_prob_steps=2)
+    assert (out.log_prob - flow_map.log_prob(out.images)).abs().max() < 1e-4 and out.nfe == 3

@@ -242,6 +242,17 @@ def test_sample_with_self_guidance_counts_its_network_passes(actions):
     assert details["nfe"] == 3 and teacher is not None and "before self-guidance" in summary
 
 
+def test_sample_rescoring_encodes_the_returned_samples(actions):
+    plain = actions.sample(DIGITS, 2, 3, 4, 0)
+    assert plain[3]["log_prob_steps"] == 0 and "too optimistic" in plain[2]
+    _, table, summary, details, _ = actions.sample(DIGITS, 2, 3, 4, 0, 0, 1, 2)
+    assert details["nfe"] == 4 and details["log_prob_steps"] == 2 and len(table["data"]) == 4
+    assert "plus 2 to re-score the samples" in summary and "encoding each returned sample in 2" in summary
+    assert details["log_prob"] != plain[3]["log_prob"]  # the same samples, scored where they are
+    with pytest.raises(InputError, match="Re-scoring steps must be from 0 to 8"):
+        actions.sample(DIGITS, 2, 3, 4, 0, 0, 1, 9)
+
+
 @pytest.mark.parametrize(
     "scale, steps, message",
     [

@@ -27,8 +27,9 @@ def test_the_three_endpoints_are_public(client):
     assert {"/sample", "/likelihood", "/energy_sampler"} <= set(endpoints)
     parameters = endpoints["/sample"]["parameters"]
     names = [p["parameter_name"] for p in parameters]
-    assert names == ["model", "num_steps", "seed", "batch_size", "teacher_steps", "ml_guidance_scale", "ml_guidance_steps"]
-    assert [p["parameter_default"] for p in parameters[-2:]] == [0, 1]  # self-guidance off unless asked for
+    assert names == ["model", "num_steps", "seed", "batch_size", "teacher_steps", "ml_guidance_scale", "ml_guidance_steps",
+                     "log_prob_steps"]
+    assert [p["parameter_default"] for p in parameters[-3:]] == [0, 1, 0]  # guidance and re-scoring off unless asked
     names = [p["parameter_name"] for p in endpoints["/energy_sampler"]["parameters"]]
     assert names == ["sampler", "num_steps", "num_samples", "seed"]
     names = [p["parameter_name"] for p in endpoints["/likelihood"]["parameters"]]
@@ -82,6 +83,8 @@ def test_sample_positional_callers_keep_working_and_guidance_counts(client):
         model=DIGITS, num_steps=2, batch_size=2, ml_guidance_scale=0.2, ml_guidance_steps=1, api_name="/sample"
     )
     assert details["nfe"] == 4 and "in **4 network call(s)**" in summary and "plus 2 for 1 self-guidance step" in summary
+    *_, details, _ = client.predict(model=DIGITS, num_steps=2, batch_size=2, log_prob_steps=3, api_name="/sample")
+    assert details["nfe"] == 5 and details["log_prob_steps"] == 3
 
 
 def test_energy_sampler(client):

@@ -155,8 +155,9 @@ def test_every_tab_has_examples_from_embedded_data(demo, tmp_path, no_network):
         assert all(row[0] in (sampler_choices if key == "sampler-examples" else choices) for row in props["samples"])
     # Sample examples: whole settings rows for an image and a 2-D model, and one with self-guidance where measured.
     rows, labels = sample_examples(tiny_registry(tmp_path))
-    assert {row[0] for row in rows} == {DIGITS, POINTS} and all(len(row) == 7 for row in rows)
-    assert [row[5:] for row in rows].count([0.2, 1]) == 1 and "self-guidance" in labels[-1]
+    assert {row[0] for row in rows} == {DIGITS, POINTS} and all(len(row) == 8 for row in rows)
+    assert [row[5:7] for row in rows].count([0.2, 1]) == 1 and "self-guidance" in labels[-1]
+    assert [row[7] for row in rows].count(2) == 1 and "re-scored" in labels[[row[7] for row in rows].index(2)]
     # Energy sampler examples: one per sampler, at its example steps.
     rows, labels = sampler_examples(tiny_sampler_registry(tmp_path))
     assert rows[0] == [SAMPLER_2D, 2, 2000, 0] and labels[0].endswith("2000 samples in 2 steps")
@@ -178,10 +179,12 @@ def test_examples_run(tmp_path):
     registry = tiny_registry(tmp_path)
     actions = DemoActions(registry)
     rows = sample_examples(registry)[0]
-    model, steps, seed, batch, teacher, scale, guidance_steps = rows[0]
-    assert actions.sample(model, steps, seed, batch, teacher, scale, guidance_steps)[3]["nfe"] == steps
-    model, steps, seed, batch, teacher, scale, guidance_steps = rows[-1]  # the self-guided one
-    assert actions.sample(model, steps, seed, 2, teacher, scale, guidance_steps)[3]["nfe"] == steps + 2 * guidance_steps
+    model, steps, seed, batch, teacher, scale, guidance_steps, rescore = rows[0]
+    assert actions.sample(model, steps, seed, batch, teacher, scale, guidance_steps, rescore)[3]["nfe"] == steps
+    model, steps, seed, batch, teacher, scale, guidance_steps, rescore = rows[-1]  # the self-guided one
+    assert actions.sample(model, steps, seed, 2, teacher, scale, guidance_steps, rescore)[3]["nfe"] == steps + 2 * guidance_steps
+    model, steps, seed, batch, teacher, scale, guidance_steps, rescore = next(row for row in rows if row[7])
+    assert actions.sample(model, steps, seed, 2, teacher, scale, guidance_steps, rescore)[3]["nfe"] == steps + rescore
     sampler, steps, _, seed = sampler_examples(tiny_sampler_registry(tmp_path))[0][0]
     assert SamplerActions(tiny_sampler_registry(tmp_path)).energy_sampler(sampler, steps, 16, seed)[2]["nfe"] == steps
     image_rows, _, point_rows, _ = likelihood_examples(registry, tmp_path / "examples")
@@ -226,7 +229,8 @@ def test_self_guidance_is_off_by_default_and_says_where_it_helps(demo):
     # The API defaults are the same, last in /sample, so that positional callers keep working.
     sample = next(fn for fn in demo.fns.values() if fn.api_name == "sample")
     parameters = list(inspect.signature(sample.fn).parameters.values())
-    assert [(p.name, p.default) for p in parameters[-2:]] == [("ml_guidance_scale", 0.0), ("ml_guidance_steps", 1)]
+    assert [(p.name, p.default) for p in parameters[-3:]] == [("ml_guidance_scale", 0.0), ("ml_guidance_steps", 1),
+                                                             ("log_prob_steps", 0)]
     assert inspect.signature(DemoActions.sample).parameters["ml_guidance_scale"].default == 0
 
 
