@@ -186,11 +186,17 @@ def refresh_sampling_path(args) -> str:
     student and teacher and record the same settings (where it records them); its other rows are kept."""
     from f2d2_diffusers import F2D2LikelihoodPipeline, load_teacher
 
+    if not args.sampling_path_samples:
+        raise SystemExit("--sampling_path_only needs --sampling_path_samples > 0")
+    if args.update_card:
+        raise SystemExit("--sampling_path_only does not change the card's table: drop --update_card")
     path = Path(args.output_dir) / f"calibration_{args.dataset}.json"
     if not path.is_file():
         raise SystemExit(f"--sampling_path_only updates an existing report, and {path} does not exist")
     report = json.loads(path.read_text())
+    pipe = F2D2LikelihoodPipeline.from_pretrained(args.student)
     same = dict(student=args.student, teacher=args.teacher, dataset=args.dataset, reference_divergence=args.divergence,
+                grid_shift=pipe.scheduler.shift_for("likelihood"), sample_grid_shift=pipe.scheduler.shift_for("sample"),
                 **{k: getattr(args, k) for k in MEASUREMENT_DEFAULTS})
     clashes = [f"{k}: {v!r} here, {report.get(k)!r} in the report" for k, v in same.items()
                if k != "hutchinson_probes" or args.divergence == "hutchinson"
@@ -198,10 +204,10 @@ def refresh_sampling_path(args) -> str:
                if os.path.normpath(str(report.get(k))) != os.path.normpath(str(v))]
     if clashes:
         raise SystemExit(f"{path} was measured with other settings ({'; '.join(clashes)})")
-    if not args.sampling_path_samples:
-        raise SystemExit("--sampling_path_only needs --sampling_path_samples > 0")
-    pipe = F2D2LikelihoodPipeline.from_pretrained(args.student)
     report["sampling_path"] = measure_sampling_path(pipe, load_teacher(args.teacher), args)
+    # Reports from before the settings were recorded keep None at the top level: these say what the rows used.
+    report["sampling_path_settings"] = dict(samples=args.sampling_path_samples, rtol=args.rtol, atol=args.atol,
+                                            seed=args.seed, divergence=args.divergence)
     write_json(path, report)
     print(f"wrote the sampling path into {path}")
     return str(path)

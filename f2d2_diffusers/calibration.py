@@ -111,16 +111,12 @@ def sampling_path_calibration(
     the teacher's), ``error`` (mean per-sample difference, positive = the map finds its samples likelier than the
     teacher does), ``abs_error``, ``unit`` (continuous bits/dim for images with ``continuous_bits``, else nats).
 
-    The same samples are also re-scored in the encoding direction (``F2D2LikelihoodPipeline`` with as many steps,
-    no dequantisation): ``rescored_value``, ``rescored_error``, ``rescored_abs_error`` and ``rescored_nfe`` (the
-    calls of the re-scoring alone). The free log-density follows the divergence along the path the map was trained
-    to take from the noise, so it belongs to the teacher's sample from that noise; the re-scored one is measured at
-    the sample the map actually returned.
+    The same samples are also re-scored as the pipeline does with ``log_prob_steps`` equal to the step count (the
+    returned sample encoded in as many more calls): ``rescored_value``, ``rescored_error``, ``rescored_abs_error``
+    and ``rescored_nfe`` (the calls of the re-scoring alone). The free log-density follows the divergence along the
+    path the map was trained to take from the noise, so it belongs to the teacher's sample from that noise; the
+    re-scored one is measured at the sample the map actually returned (``docs/method.md`` 6.2).
     """
-    from .pipelines.pipeline_f2d2_likelihood import F2D2LikelihoodPipeline
-
-    scorer = F2D2LikelihoodPipeline.from_pipe(pipeline, unet=pipeline.unet)  # any flow-map module, as sampling took
-    scorer.set_progress_bar_config(disable=True)
     shape = sample_shape if sample_shape is not None else pipeline._model_sample_shape()
     if shape is None:
         raise ValueError("the model's config has no sample_size; pass `sample_shape`")
@@ -138,14 +134,17 @@ def sampling_path_calibration(
             return -bits_per_dim(log_prob.float(), num_dims, None) if as_bits else log_prob.float()
 
         diff = score(out.log_prob) - score(reference.log_prob)
-        rescored = scorer(samples, num_inference_steps=num_steps, dequantize=False)
+        rescored = pipeline(latents=noise, num_inference_steps=num_steps, output_type="latent",
+                            log_prob_steps=num_steps)
+        if not torch.equal(rescored.images, samples):
+            raise RuntimeError("the pipeline's samples changed between two calls with the same noise")
         rescored_diff = score(rescored.log_prob) - score(reference.log_prob)
         rows.append(dict(steps=num_steps, nfe=out.nfe, value=score(out.log_prob).mean().item(),
                          reference=score(reference.log_prob).mean().item(), error=diff.mean().item(),
                          abs_error=diff.abs().mean().item(), unit="bits/dim (continuous)" if as_bits else "nats",
                          reference_nfe=reference.nfe, rescored_value=score(rescored.log_prob).mean().item(),
                          rescored_error=rescored_diff.mean().item(), rescored_abs_error=rescored_diff.abs().mean().item(),
-                         rescored_nfe=rescored.nfe))
+                         rescored_nfe=rescored.nfe - out.nfe))
     return rows
 
 

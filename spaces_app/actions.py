@@ -158,8 +158,9 @@ class DemoActions:
             + ("." if guidance or log_prob_steps else ""),
             f"Mean log-likelihood **{log_prob.mean():.2f} nats** per sample ({bpd.mean():.3f} bits/dim {scale}), "
             + (f"from encoding each returned sample in {log_prob_steps} likelihood step(s)." if log_prob_steps else
-               "computed along the way by the same calls (free, but too optimistic about the model's own samples; "
-               "re-scoring steps measure it at the sample returned)."),
+               "computed along the way by the same calls (free: it belongs to the path the model was trained to "
+               "follow, and was measured too optimistic on the shipped digits and checkerboard models; re-scoring "
+               "steps measure it at the sample returned)."),
             "Each tile is captioned with its sample number and log p (nats)." if is_image
             else "Points are coloured by their log p (nats).",
         ]

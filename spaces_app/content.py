@@ -46,9 +46,9 @@ REFERENCE_DEFAULT = False
 
 #: The Sample tab's re-scoring control: the log-likelihood of each returned sample from encoding it (README.md).
 RESCORE_INFO = (
-    "0 = log p from the sampling calls themselves (free, but too optimistic: it belongs to the path the model was "
-    "trained to follow, not to the sample it returned). k = encode each returned sample with k likelihood steps, "
-    "k more network calls; on digits several times closer to the teacher's ODE (README, Sampling path)."
+    "0 = log p from the sampling calls themselves (free; it belongs to the path the model was trained to follow, not "
+    "to the sample it returned). k = encode each returned (unclipped) sample with k likelihood steps, k more network "
+    "calls. Measured for f2d2-digits at 2 steps: free +0.65, re-scored +0.21 bits/dim too optimistic (README)."
 )
 
 #: The Sample tab's self-guidance controls: what they do and where they were measured to help (README.md).
@@ -100,7 +100,9 @@ of a point comes from adding up the divergence of that field along the same path
 of network calls, each with many backward passes for the divergence. F2D2 distils such a teacher into one network
 with two heads: for a point, a noise level σ and a step h, one head gives the *average velocity* over the step
 (the point jumps to `x + h·u`) and the other the *average divergence* (the log-density changes by `−h·D`). A few
-such jumps from noise to data draw a sample and give its log-likelihood at no extra cost; the same jumps run
+such jumps from noise to data draw a sample and give a log-likelihood at no extra cost (one that belongs to the
+teacher's path from that noise, so it is too optimistic where the sample lands off it: re-scoring encodes the sample
+itself in a few more calls); the same jumps run
 from data to noise (h > 0) score an input you give it. The reference number is the teacher's own likelihood from
 an adaptive ODE solve (dopri5 with the exact divergence): the closer F2D2's bits/dim at 1–8 calls comes to it,
 the better the distillation.

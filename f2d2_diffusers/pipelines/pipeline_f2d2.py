@@ -38,11 +38,11 @@ class F2D2PipelineOutput(BaseOutput):
 class F2D2Pipeline(F2D2BasePipeline):
     r"""
     Few-step sampling from noise (``sigma = 1``) to data (``sigma = 0``) with a joint flow map. Each step
-    ``x <- x + h u(x, sigma, h)`` also adds ``-h D(x, sigma, h)`` to the log-density, so
-    ``log p(x_gen) = log N(eps) + sum_k (-h_k D_k)`` costs no extra network call. That "free" log-density follows
-    the divergence along the path the map was trained to take, so it belongs to the teacher's sample from ``eps``;
-    where the map's sample is off that path (few steps, images) it is too optimistic, and ``log_prob_steps=k``
-    instead scores the returned sample with ``k`` encoding steps (``k`` more calls; ``docs/method.md`` section 6.2).
+    ``x <- x + h u(x, sigma, h)`` also adds ``-h D(x, sigma, h)`` to the log-density, so the "free" log-density
+    ``log N(eps) + sum_k (-h_k D_k)`` costs no extra network call. It follows the divergence along the path the map
+    was trained to take, so it estimates the log-density of the teacher's sample from ``eps``; where the map's
+    sample is off that path (few steps, images) it was measured too optimistic. ``log_prob_steps=k`` instead scores
+    the returned model-space sample with ``k`` encoding steps (``k`` more calls; ``docs/method.md`` section 6.2).
 
     ``ml_guidance_scale > 0`` turns on maximum-likelihood self-guidance (``docs/method.md`` section 6): before
     sampling, ``ml_guidance_steps`` normalised gradient steps raise the one-step map's log-likelihood of the sample
@@ -87,18 +87,18 @@ class F2D2Pipeline(F2D2BasePipeline):
                 dimension in units of the noise's standard deviation (``eps <- eps + scale * g / rms(g)``, ``g`` the
                 gradient of the one-step log-likelihood); 0 turns guidance off.
             ml_guidance_steps (`int`, defaults to 1): self-guidance steps (one forward and one backward pass each).
-            log_prob_steps (`int`, *optional*): score the returned samples with this many encoding steps of the
-                likelihood map (as [`F2D2LikelihoodPipeline`] with ``dequantize=False``), at that many more calls;
-                by default the free log-density of the sampling calls is returned.
+            log_prob_steps (`int`, *optional*): score the returned model-space samples (``output_type="latent"``;
+                other output types are clipped and rounded from them) with this many encoding steps, at that many
+                more calls, exactly as [`F2D2LikelihoodPipeline`] with ``dequantize=False`` would: on the
+                scheduler's likelihood grid (``shift_for("likelihood")``), whatever ``sigmas`` sampling took. By
+                default the free log-density of the sampling calls is returned.
 
         Returns:
             [`F2D2PipelineOutput`] or ``(images, log_prob, bits_per_dim, nfe)``. A sample or log-density that comes
             out NaN or infinite (inputs far outside the model's range) raises a ``ValueError`` instead.
         """
         self._check_steps(num_inference_steps, sigmas)
-        if log_prob_steps is not None and (isinstance(log_prob_steps, bool) or not isinstance(log_prob_steps, int)
-                                           or log_prob_steps < 1):
-            raise ValueError(f"log_prob_steps must be a positive integer or None, got {log_prob_steps!r}")
+        self._check_steps(log_prob_steps, None, "log_prob_steps")
         check_guidance(ml_guidance_scale, ml_guidance_steps)
         num_levels = self._resolve_num_levels(num_levels)
         if output_type not in ("pil", "np", "pt", "latent"):
@@ -137,10 +137,7 @@ class F2D2Pipeline(F2D2BasePipeline):
         nfe += guidance_nfe
         log_prob = log_prior + delta_log_prob
         if log_prob_steps is not None:
-            encoder = self._scheduler_for_call(log_prob_steps, None, "likelihood")
-            latents_end, delta_encode, encode_nfe = self._integrate(encoder, sample, f"the samples from {source}")
-            # Encoding gives delta = log p_1(x_K) - log p_0(x_0), so log p_0(sample) = log N(x_K) - delta.
-            log_prob = standard_normal_log_prob(latents_end.float()) - delta_encode
+            log_prob, _, encode_nfe = self._encode(sample, log_prob_steps, None, f"the samples from {source}")
             nfe += encode_nfe
         self._check_result(sample, log_prob, source)
         bpd = bits_per_dim(log_prob, sample[0].numel(), num_levels)

@@ -10,7 +10,7 @@ from diffusers.utils import BaseOutput
 
 from ..data.images import pil_to_pixels
 from ..dequantization import (
-    bits_per_dim, check_finite, dequantize, levels_to_model_space, pixels_to_levels, standard_normal_log_prob,
+    bits_per_dim, check_finite, dequantize, levels_to_model_space, pixels_to_levels,
 )
 from .pipeline_utils import F2D2BasePipeline
 
@@ -202,13 +202,7 @@ class F2D2LikelihoodPipeline(F2D2BasePipeline):
         sample = sample.to(device=device, dtype=dtype)
 
         # The paper's evaluation steps the sampling map, so it walks the sampling grid (backwards).
-        scheduler = self._scheduler_for_call(num_inference_steps, sigmas, "likelihood",
-                                             sampling_grid=evaluation == "paper")
-        sign = 1.0 if evaluation == "bidirectional" else -1.0
-        latents, delta_log_prob, nfe = self._integrate(scheduler, sample, "images", sign)
-        # delta_log_prob = log p_1(x_K) - log p_0(x_0), so log p_0(x_0) = log N(x_K) - delta_log_prob.
-        log_prob = standard_normal_log_prob(latents.float()) - delta_log_prob
-        self._check_result(latents, log_prob, "images")
+        log_prob, latents, nfe = self._encode(sample, num_inference_steps, sigmas, "images", evaluation)
         bpd = bits_per_dim(log_prob, sample[0].numel(), num_levels)
         self.maybe_free_model_hooks()
         if not return_dict:

@@ -7,7 +7,7 @@ import torch
 from diffusers import DiffusionPipeline, ModelMixin, UNet2DModel
 from diffusers.utils import logging
 
-from ..dequantization import OVERFLOW_HINT, NonFiniteError, check_finite, check_num_levels
+from ..dequantization import OVERFLOW_HINT, NonFiniteError, check_finite, check_num_levels, standard_normal_log_prob
 from ..flow_map import integrate_flow_map, is_flow_map_model, unwrap_model
 from ..models import F2D2MLPModel, F2D2UNet2DModel, FlowMatchingMLPModel, sample_shape
 from ..schedulers import F2D2Scheduler
@@ -158,6 +158,19 @@ class F2D2BasePipeline(PackageLoadingMixin, DiffusionPipeline):
         except NonFiniteError as err:
             raise NonFiniteError(f"{name} led to NaN or infinite values in the flow map ({err}){OVERFLOW_HINT}") from None
 
+    def _encode(self, sample: torch.Tensor, num_inference_steps, sigmas, name: str, evaluation: str = "bidirectional"):
+        """``(log_prob, latents, nfe)`` of model-space ``sample`` on the likelihood grid (``docs/method.md`` 6):
+        ``log p(x0) = log N(x_K) + sum_k h_k D_k``. ``evaluation="paper"`` steps the sampling map backwards, on the
+        sampling grid."""
+        scheduler = self._scheduler_for_call(num_inference_steps, sigmas, "likelihood",
+                                             sampling_grid=evaluation == "paper")
+        sign = 1.0 if evaluation == "bidirectional" else -1.0
+        latents, delta_log_prob, nfe = self._integrate(scheduler, sample, name, sign)
+        # delta_log_prob = log p_1(x_K) - log p_0(x_0), so log p_0(x_0) = log N(x_K) - delta_log_prob.
+        log_prob = standard_normal_log_prob(latents.float()) - delta_log_prob
+        self._check_result(latents, log_prob, name)
+        return log_prob, latents, nfe
+
     @staticmethod
     def _check_result(sample: torch.Tensor, log_prob: torch.Tensor, name: str) -> None:
         """A NaN or infinite end point or log-density is an error naming the input ``name``, never a number."""
@@ -178,8 +191,8 @@ class F2D2BasePipeline(PackageLoadingMixin, DiffusionPipeline):
         return scheduler
 
     @staticmethod
-    def _check_steps(num_inference_steps, sigmas) -> None:
+    def _check_steps(num_inference_steps, sigmas, name: str = "num_inference_steps") -> None:
         if num_inference_steps is None:
             return
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+            raise ValueError(f"{name} must be a positive integer, got {num_inference_steps!r}")

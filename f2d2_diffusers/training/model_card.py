@@ -141,8 +141,8 @@ from diffusers import DiffusionPipeline
 pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True)
 out = pipe(batch_size=8, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="{output_type}")
 out.images, out.log_prob, out.bits_per_dim  # samples and their log-density from the same 2 network calls
-# that free log-density follows the path the map was trained on; to score each returned sample where it is,
-# encode it in 2 more calls (docs/method.md 6.2 of f2d2-diffusers):
+# that free log-density follows the path the map was trained on; log_prob_steps=2 instead encodes each returned
+# (model-space) sample in 2 more calls, out.nfe == 4 (docs/method.md 6.2 of f2d2-diffusers):
 out = pipe(batch_size=8, num_inference_steps=2, log_prob_steps=2, generator=torch.Generator().manual_seed(0), output_type="{output_type}")
 
 # the same without remote code, and the likelihood pipeline on the same weights

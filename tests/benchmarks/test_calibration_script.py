@@ -45,9 +45,12 @@ def test_calibration_report_for_a_2d_checkpoint(tmp_path):
     run(*common, "--rtol", "1e-3")
     again = json.loads(path.read_text())
     assert again["rows"][0]["marker"] == "kept" and [r["steps"] for r in again["sampling_path"]] == [1, 2, 4]
-    # ... and refuses other settings than the report's, or a report that is not there.
+    assert again["sampling_path_settings"] == dict(samples=64, rtol=1e-3, atol=1e-3, seed=0, divergence="exact")
+    # ... and refuses other settings than the report's, a card update, or a report that is not there.
     with pytest.raises(SystemExit, match="rtol: 0.0001 here, 0.001 in the report"):
         run(*common, "--rtol", "1e-4")
+    with pytest.raises(SystemExit, match="drop --update_card"):
+        run(*common, "--rtol", "1e-3", "--update_card")
     path.unlink()
     with pytest.raises(SystemExit, match="updates an existing report"):
         run(*common, "--rtol", "1e-3")

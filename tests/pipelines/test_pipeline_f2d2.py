@@ -139,20 +139,28 @@ def test_latent_output_is_the_unclipped_model_space_sample_log_prob_refers_to(ti
     torch.testing.assert_close(latent.log_prob, pt.log_prob)
 
 
-def test_log_prob_steps_scores_the_returned_sample(tiny_f2d2_unet):
-    # The re-scored log-density is the likelihood pipeline's on the latent sample; nfe counts both passes.
-    pipe = make_pipe(tiny_f2d2_unet)
-    kwargs = dict(batch_size=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="latent")
+@pytest.mark.parametrize("scheduler, sigmas", [(F2D2Scheduler(), None),
+                                               (F2D2Scheduler(shift=3.0, likelihood_shift=1 / 7), [1.0, 0.3])])
+def test_log_prob_steps_scores_the_returned_sample(tiny_f2d2_unet, scheduler, sigmas):
+    # The re-scored log-density is the likelihood pipeline's on the latent sample, on the scheduler's likelihood
+    # grid whatever grid sampling took; nfe counts both passes.
+    pipe = F2D2Pipeline(unet=tiny_f2d2_unet, scheduler=scheduler, num_levels=17)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="latent", sigmas=sigmas,
+                  num_inference_steps=None if sigmas else 2)
     free = pipe(**kwargs)
     kwargs["generator"] = torch.Generator().manual_seed(0)
-    rescored = pipe(log_prob_steps=4, **kwargs)
+    rescored = pipe(log_prob_steps=3, **kwargs)
     torch.testing.assert_close(rescored.images, free.images)
-    assert rescored.nfe == 2 + 4 and not torch.allclose(rescored.log_prob, free.log_prob)
-    scorer = F2D2LikelihoodPipeline(unet=tiny_f2d2_unet, scheduler=F2D2Scheduler(), num_levels=17)
-    scorer.set_progress_bar_config(disable=True)
-    expected = scorer(free.images, num_inference_steps=4, dequantize=False)
+    assert rescored.nfe == free.nfe + 3 and not torch.allclose(rescored.log_prob, free.log_prob)
+    scorer = F2D2LikelihoodPipeline.from_pipe(pipe)
+    expected = scorer(free.images, num_inference_steps=3, dequantize=False)
     torch.testing.assert_close(rescored.log_prob, expected.log_prob)
     torch.testing.assert_close(rescored.bits_per_dim, expected.bits_per_dim)
+    # A scorer on the other grid gives another value: the grid is what this checks.
+    other = F2D2LikelihoodPipeline(unet=tiny_f2d2_unet, scheduler=F2D2Scheduler(shift=2.0), num_levels=17)
+    other.set_progress_bar_config(disable=True)
+    assert not torch.allclose(other(free.images, num_inference_steps=3, dequantize=False).log_prob, rescored.log_prob)
 
 
 def test_exact_map_rescored_log_density_equals_the_closed_form():

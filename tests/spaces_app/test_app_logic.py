@@ -244,7 +244,7 @@ def test_sample_with_self_guidance_counts_its_network_passes(actions):
 
 def test_sample_rescoring_encodes_the_returned_samples(actions):
     plain = actions.sample(DIGITS, 2, 3, 4, 0)
-    assert plain[3]["log_prob_steps"] == 0 and "too optimistic" in plain[2]
+    assert plain[3]["log_prob_steps"] == 0 and "free: it belongs to the path" in plain[2]
     _, table, summary, details, _ = actions.sample(DIGITS, 2, 3, 4, 0, 0, 1, 2)
     assert details["nfe"] == 4 and details["log_prob_steps"] == 2 and len(table["data"]) == 4
     assert "plus 2 to re-score the samples" in summary and "encoding each returned sample in 2" in summary
