@@ -198,10 +198,9 @@ def refresh_sampling_path(args) -> str:
     same = dict(student=args.student, teacher=args.teacher, dataset=args.dataset, reference_divergence=args.divergence,
                 grid_shift=pipe.scheduler.shift_for("likelihood"), sample_grid_shift=pipe.scheduler.shift_for("sample"),
                 **{k: getattr(args, k) for k in MEASUREMENT_DEFAULTS})
-    clashes = [f"{k}: {v!r} here, {report.get(k)!r} in the report" for k, v in same.items()
-               if k != "hutchinson_probes" or args.divergence == "hutchinson"
-               if report.get(k) is not None  # older reports did not record their settings
-               if os.path.normpath(str(report.get(k))) != os.path.normpath(str(v))]
+    if args.divergence != "hutchinson":
+        del same["hutchinson_probes"]  # exact divergence draws no probes
+    clashes = [f"{k}: {v!r} here, {r!r} in the report" for k, v, r in differing_settings(report, same)]
     if clashes:
         raise SystemExit(f"{path} was measured with other settings ({'; '.join(clashes)})")
     report["sampling_path"] = measure_sampling_path(pipe, load_teacher(args.teacher), args)
@@ -213,6 +212,19 @@ def refresh_sampling_path(args) -> str:
     return str(path)
 
 
+def differing_settings(report: dict, values: dict) -> list:
+    """``(name, value, recorded)`` for each of ``values`` that ``report`` records otherwise. A setting the report
+    does not record (older reports) or that is not given (``None``) is not compared; paths compare as paths."""
+
+    def same(value, recorded):
+        if isinstance(value, str) and isinstance(recorded, str):
+            return os.path.normpath(value) == os.path.normpath(recorded)
+        return value == recorded
+
+    return [(k, v, report[k]) for k, v in values.items()
+            if v is not None and report.get(k) is not None and not same(v, report[k])]
+
+
 def update_card(json_path, args) -> str:
     """Write the calibration table of a written ``calibration_<dataset>.json`` into the model card of the student it
     names. The tolerance, seed and probes come from the report (a different value on the command line is an error);
@@ -221,8 +233,8 @@ def update_card(json_path, args) -> str:
 
     report = json.loads(Path(json_path).read_text())
     images, exact = report["dataset"] == "digits", report["reference_divergence"] == "exact"
-    clashes = [f"--{k} {getattr(args, k)} (the report says {report[k]})" for k in MEASUREMENT_DEFAULTS
-               if report.get(k) is not None and getattr(args, k) is not None and getattr(args, k) != report[k]]
+    clashes = [f"--{k} {v} (the report says {r})"
+               for k, v, r in differing_settings(report, {k: getattr(args, k) for k in MEASUREMENT_DEFAULTS})]
     if clashes:
         raise SystemExit(f"{json_path} was measured with other settings: {', '.join(clashes)}")
     settings = {k: report.get(k, getattr(args, k)) for k in MEASUREMENT_DEFAULTS}

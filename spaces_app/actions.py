@@ -149,13 +149,13 @@ class DemoActions:
             headers = ["sample", *["x1", "x2"][: min(2, points.shape[1])], "log p (nats)", "bits/dim"]
 
         scale = f"on the {num_levels}-level scale" if num_levels else "of the continuous density"
+        extra_calls = ([f"{2 * guidance_steps} for {guidance_steps} self-guidance step(s) of scale {guidance:g} (a "
+                        "forward and a backward pass each)"] if guidance else [])
+        extra_calls += [f"{log_prob_steps} to re-score the samples"] if log_prob_steps else []
         summary = [
             f"**{batch_size} sample(s)** from `{model}` in **{out.nfe} network call(s)**, {seconds:.2f} s."
-            + (f" That is {num_steps} sampling call(s)" if guidance or log_prob_steps else "")
-            + (f" plus {2 * guidance_steps} for {guidance_steps} self-guidance step(s) of scale {guidance:g} (a "
-               "forward and a backward pass each)" if guidance else "")
-            + (f" plus {log_prob_steps} to re-score the samples" if log_prob_steps else "")
-            + ("." if guidance or log_prob_steps else ""),
+            + (f" That is {num_steps} sampling call(s)" + "".join(f" plus {c}" for c in extra_calls) + "."
+               if extra_calls else ""),
             f"Mean log-likelihood **{log_prob.mean():.2f} nats** per sample ({bpd.mean():.3f} bits/dim {scale}), "
             + (f"from encoding each returned sample in {log_prob_steps} likelihood step(s)." if log_prob_steps else
                "computed along the way by the same calls (free: it belongs to the path the model was trained to "
