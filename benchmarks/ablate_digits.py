@@ -13,7 +13,11 @@ Caches (``outputs/cache``, keyed by teacher weights and seed, computed once):
   draws, Hutchinson integrals (unbiased targets).
 
     python benchmarks/ablate_digits.py --variant baseline --steps 1500
-    python benchmarks/ablate_digits.py --variant traj0.5 --steps 1500 --trajectory_fraction 0.5
+    python benchmarks/ablate_digits.py --variant traj0.5 --steps 1500 --trajectory_fraction 0.5 \
+        --init checkpoints/candidates/f2d2-digits-uniform
+
+The trajectory loss and ``--objective meanflow`` train the uniform grids only, so they start from a uniform-grid
+student (as above) or move the shipped one onto them with ``--grid_shift 1 --likelihood_grid_shift 1``.
 """
 
 import argparse
@@ -64,10 +68,12 @@ def parse_args(argv=None):
     p.add_argument("--divergence_weight", type=float, default=1.0)
     p.add_argument("--grid_shift", type=float, default=None,
                    help="train and score on the grids of F2D2Scheduler(shift=...) (docs/method.md 5.7); default: the "
-                        "--init pipeline's scheduler shift (1 for the teacher or a scratch student)")
+                        "--init pipeline's scheduler shift (1 for the teacher or a scratch student); given, it also "
+                        "sets the encoding steps' grid unless --likelihood_grid_shift is given")
     p.add_argument("--likelihood_grid_shift", type=float, default=None,
                    help="the encoding steps' grid alone (F2D2Scheduler(likelihood_shift=...)); default: the --init "
-                        "pipeline's likelihood_shift, else --grid_shift")
+                        "pipeline's likelihood_shift, else --grid_shift; from the teacher or from scratch with neither "
+                        "flag, train_f2d2.py's default (1/3 for the shortcut objective)")
     p.add_argument("--objective", choices=["shortcut", "meanflow"], default="shortcut",
                    help="meanflow: meanflow_f2d2_loss (JVP targets from the online student, docs/method.md 5.4)")
     p.add_argument("--step_distribution", choices=["dyadic", "logit_normal", "uniform"], default="dyadic",
@@ -179,7 +185,8 @@ def main(args):
     from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels
     from f2d2_diffusers.dequantization import dequantize
     from f2d2_diffusers.training.grids import (
-        grid_shift_conflict, recorded_grid_shifts, resolve_grid_shifts, trained_scheduler,
+        UNIFORM_GRIDS, default_likelihood_grid_shift, grid_shift_conflict, recorded_grid_shifts, resolve_grid_shifts,
+        trained_scheduler,
     )
     from f2d2_diffusers.objectives import trajectory_f2d2_loss
     from f2d2_diffusers.training.starts import widen_starts
@@ -200,13 +207,13 @@ def main(args):
         student = F2D2UNet2DModel.from_teacher(teacher)
     else:
         student = F2D2Pipeline.from_pretrained(args.init).unet
-        recorded = recorded_grid_shifts(args.init)
+        recorded = recorded_grid_shifts(args.init) or UNIFORM_GRIDS
     # A fine-tune stays on the grids the --init map was trained on unless the flags move it (the same rule as
     # train_f2d2.py --init_student_from).
-    args.grid_shift, args.likelihood_grid_shift = resolve_grid_shifts(args.grid_shift, args.likelihood_grid_shift,
-                                                                      recorded)
-    conflict = grid_shift_conflict(args.grid_shift, args.likelihood_grid_shift, args.objective,
-                                   args.trajectory_fraction > 0 or args.trajectory_only)
+    trajectory = args.trajectory_fraction > 0 or args.trajectory_only
+    args.grid_shift, args.likelihood_grid_shift = resolve_grid_shifts(
+        args.grid_shift, args.likelihood_grid_shift, recorded, default_likelihood_grid_shift(args.objective, trajectory))
+    conflict = grid_shift_conflict(args.grid_shift, args.likelihood_grid_shift, args.objective, trajectory)
     if conflict:
         raise SystemExit(f"ablate_digits.py: {conflict}")
     if args.deepen_to:

@@ -130,7 +130,9 @@ def run_dataset(name: str, args) -> dict:
     rows = calibration.rows
     met = all(abs(r["error"]) <= TARGET_NATS for r in rows if r["steps"] in (1, 2))
     print(f"{name}: " + ", ".join(f"{r['steps'] or 'ref'}: {r['value']:.4f} ({r['error']:+.4f})" for r in rows), flush=True)
-    return dict(dataset=name, student_flags=args.student_flags, dims=int(test.shape[1]), num_test=len(test), teacher_steps=args.teacher_steps,
+    # The grids the flags (or the defaults) gave the student, as its saved scheduler records them.
+    grids = {direction: pipe.scheduler.shift_for(direction) for direction in ("sample", "likelihood")}
+    return dict(dataset=name, student_flags=args.student_flags, grid_shifts=grids, dims=int(test.shape[1]), num_test=len(test), teacher_steps=args.teacher_steps,
                 student_steps=args.student_steps, teacher_seconds=teacher_seconds, student_seconds=student_seconds,
                 reference_nfe=calibration.reference.nfe, rows=rows, target_met=met)
 

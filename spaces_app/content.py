@@ -48,7 +48,7 @@ REFERENCE_DEFAULT = False
 RESCORE_INFO = (
     "0 = log p from the sampling calls themselves (free; it belongs to the path the model was trained to follow, not "
     "to the sample it returned). k = encode each returned (unclipped) sample with k likelihood steps, k more network "
-    "calls. Measured for f2d2-digits at 2 steps: free +0.65, re-scored +0.21 bits/dim too optimistic (README)."
+    "calls. Measured for f2d2-digits at 2 steps: free +0.62, re-scored +0.14 bits/dim too optimistic (README)."
 )
 
 #: The Sample tab's self-guidance controls: what they do and where they were measured to help (README.md).

@@ -78,12 +78,15 @@ def parse_args(argv=None):
                       help="Train the dyadic steps on the grids of F2D2Scheduler(shift=...) and save the pipeline with "
                            "that shift (docs/method.md 5.7): < 1 puts the short steps next to the data, where the "
                            "likelihood error starts. Default: the resumed checkpoint's, else the --init_student_from "
-                           "pipeline's scheduler shift, else 1 (the uniform grids k/N). Shortcut objective only.")
+                           "pipeline's scheduler shift, else 1 (the uniform grids k/N). Given, it also sets the "
+                           "encoding steps' grid unless --likelihood_grid_shift is given. Shortcut objective only.")
     f2d2.add_argument("--likelihood_grid_shift", type=float, default=None,
                       help="Train the encoding steps (h > 0) alone on the grids of shift C, saved as the scheduler's "
                            "likelihood_shift: short likelihood steps next to the data while sampling keeps the grids "
                            "of --grid_shift (docs/method.md 5.7). Default: the resumed checkpoint's, else the "
-                           "--init_student_from pipeline's likelihood_shift, else --grid_shift.")
+                           "--init_student_from pipeline's likelihood_shift, else --grid_shift if given, else 1/3 "
+                           "(2-step midpoint at sigma = 1/4; 1 for MeanFlow-F2D2, the trajectory loss and "
+                           "--directions forward). Pass --likelihood_grid_shift 1 for the uniform grids.")
     meanflow = parser.add_argument_group("MeanFlow-F2D2 (--objective meanflow)")
     meanflow.add_argument("--step_distribution", type=str, default="logit_normal", choices=["dyadic", "logit_normal", "uniform"],
                           help="Where the non-zero steps are drawn (default logit_normal, the only one that calibrated in "
@@ -214,26 +217,34 @@ def build_student(args, data, teacher, student_cls, user_config):
 def resolve_grid_shift(args) -> None:
     """Fill in ``--grid_shift`` and ``--likelihood_grid_shift`` when they were left out: the values a resumed
     checkpoint was trained with, else those recorded with the ``--init_student_from`` student (its steps are on those
-    grids), else 1 and ``--grid_shift`` (``f2d2_diffusers.training.grids``). A resumed run given another value than
-    its checkpoint's, or grids the objective cannot train, are a ``TrainingError``."""
-    from f2d2_diffusers.training.grids import grid_shift_conflict, recorded_grid_shifts, resolve_grid_shifts
+    grids), else 1 and ``--grid_shift`` where that is given, else the default likelihood grid of the objective
+    (``f2d2_diffusers.training.grids``). A resumed run given another value than its checkpoint's, or grids the
+    objective cannot train, are a ``TrainingError``."""
+    from f2d2_diffusers.training.grids import (
+        UNIFORM_GRIDS, default_likelihood_grid_shift, grid_shift_conflict, recorded_grid_shifts, resolve_grid_shifts,
+    )
 
     resume_path = training_utils.resolve_resume_path(args)
+    recorded = None
     if resume_path is not None:
         training_utils.check_resume_settings(args, resume_path)
-    recorded = None
+        recorded = UNIFORM_GRIDS  # a checkpoint written before its grids were recorded trained the uniform ones
     if args.init_student_from and (args.grid_shift is None or args.likelihood_grid_shift is None):
         recorded = recorded_grid_shifts(args.init_student_from)
         if recorded is None:
             print(f"--init_student_from {args.init_student_from}: no grid recorded with it (scheduler config or "
                   "checkpoint manifest); training on the uniform grids unless --grid_shift / --likelihood_grid_shift "
                   "say otherwise", flush=True)
-    args.grid_shift, args.likelihood_grid_shift = resolve_grid_shifts(args.grid_shift, args.likelihood_grid_shift,
-                                                                      recorded)
-    conflict = grid_shift_conflict(args.grid_shift, args.likelihood_grid_shift, args.objective,
-                                   args.trajectory_weight > 0)
+            recorded = UNIFORM_GRIDS
+    trajectory = args.trajectory_weight > 0
+    default = default_likelihood_grid_shift(args.objective, trajectory, encodes=args.directions == "both")
+    args.grid_shift, args.likelihood_grid_shift = resolve_grid_shifts(
+        args.grid_shift, args.likelihood_grid_shift, recorded, default)
+    conflict = grid_shift_conflict(args.grid_shift, args.likelihood_grid_shift, args.objective, trajectory)
     if conflict:
         raise TrainingError(conflict)
+    print(f"grids: sampling steps on shift {args.grid_shift}, encoding steps on shift {args.likelihood_grid_shift} "
+          "(docs/method.md 5.7; --grid_shift / --likelihood_grid_shift)", flush=True)
 
 
 def scheduler_for(args):

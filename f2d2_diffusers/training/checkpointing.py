@@ -12,6 +12,7 @@ resuming from it.
 
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -240,13 +241,20 @@ def check_resume_settings(args, path: str) -> None:
     for name, value in recorded.items():
         if not hasattr(args, name):
             continue
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-        elif getattr(args, name) != value:
+        given = getattr(args, name)
+        if given is None or _same_setting(given, value):
+            setattr(args, name, value)  # a value given to fewer digits (1/3 as 0.333333333333) is the recorded one
+        else:
             raise TrainingError(
                 f"cannot resume from {path}: it was trained with --{name} {value}, this run has --{name} "
-                f"{getattr(args, name)}; resume with the same value (or leave the flag out)"
+                f"{given}; resume with the same value (or leave the flag out)"
             )
+
+
+def _same_setting(given, recorded) -> bool:
+    if isinstance(given, float) and isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+        return math.isclose(given, recorded, rel_tol=1e-9)
+    return given == recorded
 
 
 class StepCounter:

@@ -11,6 +11,8 @@ from .cli import TrainingError
 
 #: Checkpoint-manifest setting -> scheduler config entry.
 _MANIFEST_TO_SCHEDULER = {"grid_shift": "shift", "likelihood_grid_shift": "likelihood_shift"}
+#: What a student or checkpoint saved before grids could be shifted was trained on (``recorded_grid_shifts`` form).
+UNIFORM_GRIDS = {"shift": 1.0, "likelihood_shift": None}
 
 
 def recorded_grid_shifts(path: str) -> Optional[dict]:
@@ -38,11 +40,30 @@ def recorded_grid_shifts(path: str) -> Optional[dict]:
     return None
 
 
+#: The encoding steps' grid of a shortcut run that starts from nothing recorded and sets no grid flag
+#: (``docs/method.md`` 5.7): its 2-step likelihood midpoint is ``sigma = 1/4``. Chosen on digits, where it beats the
+#: uniform grid by more than the spread of two training seeds, and checked on new 2-D and 5-D data
+#: (``benchmarks/results/ablations_digits.md``, ``benchmarks/results/new_data.json``).
+DEFAULT_LIKELIHOOD_GRID_SHIFT = 1.0 / 3.0
+
+
+def default_likelihood_grid_shift(objective: str, trajectory: bool, encodes: bool = True) -> float:
+    """The likelihood grid shift a fresh run gets when no flag or record sets one: ``DEFAULT_LIKELIHOOD_GRID_SHIFT``
+    for the shortcut objective training encoding steps; 1 (uniform) for a sampling-only run (``encodes=False``,
+    ``--directions forward``: no encoding step is trained) and where only uniform grids can be trained
+    (:func:`grid_shift_conflict`)."""
+    if encodes and grid_shift_conflict(1.0, DEFAULT_LIKELIHOOD_GRID_SHIFT, objective, trajectory) is None:
+        return DEFAULT_LIKELIHOOD_GRID_SHIFT
+    return 1.0
+
+
 def resolve_grid_shifts(grid_shift: Optional[float], likelihood_grid_shift: Optional[float],
-                        recorded: Optional[dict]) -> Tuple[float, float]:
+                        recorded: Optional[dict], default_likelihood_shift: float = 1.0) -> Tuple[float, float]:
     """``(grid_shift, likelihood_grid_shift)`` of a run. Each flag given wins; a flag left out takes the value
     ``recorded`` with the starting student (:func:`recorded_grid_shifts`), whose steps are on those grids; else
-    ``grid_shift`` is 1 (the uniform grids) and ``likelihood_grid_shift`` is ``grid_shift``."""
+    ``grid_shift`` is 1 (the uniform grids) and ``likelihood_grid_shift`` is ``grid_shift`` where either is given or
+    recorded, ``default_likelihood_shift`` (:func:`default_likelihood_grid_shift`) where neither is."""
+    given_or_recorded = grid_shift is not None or recorded is not None
     recorded = recorded or {}
     if grid_shift is None:
         grid_shift = recorded.get("shift")
@@ -50,7 +71,7 @@ def resolve_grid_shifts(grid_shift: Optional[float], likelihood_grid_shift: Opti
     if likelihood_grid_shift is None:
         likelihood_grid_shift = recorded.get("likelihood_shift")
     if likelihood_grid_shift is None:
-        likelihood_grid_shift = grid_shift
+        likelihood_grid_shift = grid_shift if given_or_recorded else default_likelihood_shift
     return grid_shift, check_shift(likelihood_grid_shift, "likelihood_grid_shift")
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from benchmarks import bench_new_data
+from f2d2_diffusers.training.grids import DEFAULT_LIKELIHOOD_GRID_SHIFT
 
 
 @pytest.mark.parametrize("name", bench_new_data.DATASETS)
@@ -25,6 +26,8 @@ def test_quick_run_trains_with_the_default_flags_and_reports_every_grid(tmp_path
     assert (tmp_path / "out" / "new_data.png").stat().st_size > 0
     (result,) = report["results"]
     assert result["dataset"] == "pinwheel" and result["dims"] == 2 and result["student_flags"] == ""
+    # The defaults' grids, as the saved scheduler records them: uniform sampling, shifted encoding steps.
+    assert result["grid_shifts"] == {"sample": 1.0, "likelihood": DEFAULT_LIKELIHOOD_GRID_SHIFT}
     assert [r["steps"] for r in result["rows"]] == [None, 1, 2, 4, 8]
     for row in result["rows"][1:]:
         assert np.isfinite(row["error"]) and row["abs_error"] >= abs(row["error"]) - 1e-9

@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 import torch
 
+from f2d2_diffusers.training import MANIFEST_NAME
+from f2d2_diffusers.training.grids import DEFAULT_LIKELIHOOD_GRID_SHIFT
+
 REPO = Path(__file__).resolve().parents[2]
 TRAINING = REPO / "training"
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
@@ -180,6 +183,11 @@ def test_f2d2_from_teacher_checkpoints_resume_and_pipeline(workdir, checkerboard
     assert checkpoints(out) == ["checkpoint-6", "checkpoint-8"]
     ema_config = json.loads((out / "checkpoint-8" / "unet_ema" / "config.json").read_text())
     assert ema_config["optimization_step"] == 8  # the EMA state came back with the checkpoint
+    # No grid flag: the encoding steps train the default likelihood grid, recorded for the resumed run and saved.
+    manifest = json.loads((out / "checkpoint-8" / MANIFEST_NAME).read_text())
+    assert manifest["settings"] == {"grid_shift": 1.0, "likelihood_grid_shift": DEFAULT_LIKELIHOOD_GRID_SHIFT}
+    scheduler_config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler_config["shift"] == 1.0 and scheduler_config["likelihood_shift"] == DEFAULT_LIKELIHOOD_GRID_SHIFT
 
     model_index = json.loads((out / "model_index.json").read_text())
     # Loadable by diffusers' DiffusionPipeline (trust_remote_code) through the pipeline.py shim: tests/pipelines/test_diffusers_loading.py
