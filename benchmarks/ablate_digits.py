@@ -184,38 +184,38 @@ def main(args):
     )
     from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels
     from f2d2_diffusers.dequantization import dequantize
-    from f2d2_diffusers.training.grids import (
-        UNIFORM_GRIDS, default_likelihood_grid_shift, grid_shift_conflict, recorded_grid_shifts, resolve_grid_shifts,
-        trained_scheduler,
-    )
+    from f2d2_diffusers.training import TrainingError
+    from f2d2_diffusers.training.grids import UNIFORM_GRIDS, recorded_grid_shifts, resolve_run_grids, trained_scheduler
     from f2d2_diffusers.objectives import trajectory_f2d2_loss
     from f2d2_diffusers.training.starts import widen_starts
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     teacher = load_teacher(args.teacher).eval()
+    from_saved = not args.student_config and args.init != "teacher"
+    if not args.only_caches:  # before the caches: grids the variant cannot train stop it before minutes of dopri5
+        # A fine-tune stays on the grids the --init map was trained on unless the flags move it (the same rule as
+        # train_f2d2.py --init_student_from).
+        recorded = (recorded_grid_shifts(args.init) or UNIFORM_GRIDS) if from_saved else None
+        try:
+            args.grid_shift, args.likelihood_grid_shift = resolve_run_grids(
+                args.grid_shift, args.likelihood_grid_shift, recorded, args.objective,
+                args.trajectory_fraction > 0 or args.trajectory_only)
+        except TrainingError as err:
+            raise SystemExit(f"ablate_digits.py: {err}") from None
     test, reference, train = build_caches(args, teacher)
     if args.only_caches:
         return
-    init_name, recorded = Path(args.init).name, None
+    init_name = Path(args.init).name
     if args.student_config:
         from f2d2_diffusers.training.configs import load_model_config
 
         student = F2D2UNet2DModel(**load_model_config(args.student_config))
         init_name = f"scratch ({Path(args.student_config).stem})"
-    elif args.init == "teacher":
+    elif not from_saved:
         student = F2D2UNet2DModel.from_teacher(teacher)
     else:
         student = F2D2Pipeline.from_pretrained(args.init).unet
-        recorded = recorded_grid_shifts(args.init) or UNIFORM_GRIDS
-    # A fine-tune stays on the grids the --init map was trained on unless the flags move it (the same rule as
-    # train_f2d2.py --init_student_from).
-    trajectory = args.trajectory_fraction > 0 or args.trajectory_only
-    args.grid_shift, args.likelihood_grid_shift = resolve_grid_shifts(
-        args.grid_shift, args.likelihood_grid_shift, recorded, default_likelihood_grid_shift(args.objective, trajectory))
-    conflict = grid_shift_conflict(args.grid_shift, args.likelihood_grid_shift, args.objective, trajectory)
-    if conflict:
-        raise SystemExit(f"ablate_digits.py: {conflict}")
     if args.deepen_to:
         from f2d2_diffusers.models.deepen import deepen_unet
 

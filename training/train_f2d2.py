@@ -220,9 +220,7 @@ def resolve_grid_shift(args) -> None:
     grids), else 1 and ``--grid_shift`` where that is given, else the default likelihood grid of the objective
     (``f2d2_diffusers.training.grids``). A resumed run given another value than its checkpoint's, or grids the
     objective cannot train, are a ``TrainingError``."""
-    from f2d2_diffusers.training.grids import (
-        UNIFORM_GRIDS, default_likelihood_grid_shift, grid_shift_conflict, recorded_grid_shifts, resolve_grid_shifts,
-    )
+    from f2d2_diffusers.training.grids import UNIFORM_GRIDS, recorded_grid_shifts, resolve_run_grids
 
     resume_path = training_utils.resolve_resume_path(args)
     recorded = None
@@ -236,13 +234,9 @@ def resolve_grid_shift(args) -> None:
                   "checkpoint manifest); training on the uniform grids unless --grid_shift / --likelihood_grid_shift "
                   "say otherwise", flush=True)
             recorded = UNIFORM_GRIDS
-    trajectory = args.trajectory_weight > 0
-    default = default_likelihood_grid_shift(args.objective, trajectory, encodes=args.directions == "both")
-    args.grid_shift, args.likelihood_grid_shift = resolve_grid_shifts(
-        args.grid_shift, args.likelihood_grid_shift, recorded, default)
-    conflict = grid_shift_conflict(args.grid_shift, args.likelihood_grid_shift, args.objective, trajectory)
-    if conflict:
-        raise TrainingError(conflict)
+    args.grid_shift, args.likelihood_grid_shift = resolve_run_grids(
+        args.grid_shift, args.likelihood_grid_shift, recorded, args.objective, args.trajectory_weight > 0,
+        encodes=args.directions == "both")
     print(f"grids: sampling steps on shift {args.grid_shift}, encoding steps on shift {args.likelihood_grid_shift} "
           "(docs/method.md 5.7; --grid_shift / --likelihood_grid_shift)", flush=True)
 

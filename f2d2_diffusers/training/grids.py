@@ -75,6 +75,19 @@ def resolve_grid_shifts(grid_shift: Optional[float], likelihood_grid_shift: Opti
     return grid_shift, check_shift(likelihood_grid_shift, "likelihood_grid_shift")
 
 
+def resolve_run_grids(grid_shift: Optional[float], likelihood_grid_shift: Optional[float], recorded: Optional[dict],
+                      objective: str, trajectory: bool, encodes: bool = True) -> Tuple[float, float]:
+    """The grids a training run trains (:func:`resolve_grid_shifts` with the objective's default likelihood grid,
+    :func:`default_likelihood_grid_shift`); a ``TrainingError`` where the objective cannot train them
+    (:func:`grid_shift_conflict`). ``train_f2d2.py`` and ``benchmarks/ablate_digits.py`` both resolve through it."""
+    shifts = resolve_grid_shifts(grid_shift, likelihood_grid_shift, recorded,
+                                 default_likelihood_grid_shift(objective, trajectory, encodes))
+    conflict = grid_shift_conflict(*shifts, objective, trajectory)
+    if conflict:
+        raise TrainingError(conflict)
+    return shifts
+
+
 def trained_scheduler(grid_shift: float, likelihood_grid_shift: float):
     """The ``F2D2Scheduler`` whose grids a run with these shifts trains, saved with its pipeline: ``likelihood_shift``
     is recorded only where it differs from ``shift``."""
