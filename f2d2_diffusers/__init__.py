@@ -17,6 +17,7 @@ from .objectives import (
     MeanFlowF2D2LossOutput,
     ShortcutF2D2LossOutput,
     flow_matching_loss,
+    flow_matching_loss_by_band,
     meanflow_f2d2_loss,
     shortcut_f2d2_loss,
 )
@@ -39,7 +40,7 @@ __all__ = [
     "F2D2PipelineOutput", "F2D2Scheduler", "F2D2SchedulerOutput", "F2D2UNet2DModel", "FlowMatchingMLPModel",
     "FlowMatchingEulerPipeline", "FlowMatchingModelOutput", "LikelihoodCalibration", "ReferenceLikelihoodOutput", "SegmentCalibration",
     "ShortcutF2D2LossOutput", "bits_per_dim", "dequantize", "discrete_log_prob", "evaluate_flow_map", "evaluate_velocity",
-    "exact_divergence", "flow_map_step", "flow_matching_loss", "hutchinson_divergence", "integrate_flow_map",
+    "exact_divergence", "flow_map_step", "flow_matching_loss", "flow_matching_loss_by_band", "hutchinson_divergence", "integrate_flow_map",
     "interpolant", "likelihood_calibration", "likelihood_error_budget", "LikelihoodErrorBudget", "load_teacher", "pixels_to_levels", "reference_log_likelihood",
     "resolve_divergence_method", "sample_shape", "segment_calibration", "shortcut_f2d2_loss", "meanflow_f2d2_loss", "MeanFlowF2D2LossOutput", "standard_normal_log_prob",
     "teacher_euler_sample",

@@ -36,10 +36,11 @@ from f2d2_diffusers.training.model_card import card_repo_id, f2d2_usage, portabl
 
 OBJECTIVES = ("shortcut", "meanflow")
 OBJECTIVE_NAMES = {"shortcut": "Shortcut-F2D2", "meanflow": "MeanFlow-F2D2"}
-#: Config keys a user may set on a student warm-started from a teacher (the new layers only).
+#: Config keys a user may set on a student warm-started from a teacher: the new layers, and the UNet's dropout (0 unless
+#: set, whatever the teacher's; ``F2D2UNet2DModel.from_teacher``).
 HEAD_KEYS = {
     "F2D2UNet2DModel": ("divergence_head_channels", "divergence_head_resolution", "divergence_head_hidden_dim",
-                        "step_embedding_scale"),
+                        "step_embedding_scale", "dropout"),
     "F2D2MLPModel": ("divergence_hidden_dim", "step_embedding_scale"),
 }
 

@@ -82,14 +82,46 @@ def main(args):
                 unwrapped.save_pretrained(os.path.join(staging, "unet"))
             FlowMatchEulerDiscreteScheduler().save_pretrained(os.path.join(staging, "scheduler"))
             make_diffusers_loadable(staging)  # model_index.json: a stock DDPMPipeline (images) or the package's pipeline
-        write_card(args, data, result, model_cls)
+        generalization = held_out_loss(args, data, unwrapped, ema_model)
+        write_card(args, data, result, model_cls, generalization)
         accelerator.print(f"saved the teacher to {args.output_dir} (unet/, scheduler/, model_index.json)")
         if args.push_to_hub:
             training_utils.push_to_hub(args, f"flow-matching teacher, step {result.global_step}")
     accelerator.end_training()
 
 
-def write_card(args, data, result, model_cls):
+def held_out_loss(args, data, model, ema_model):
+    """The saved model's flow-matching loss by band of ``sigma`` on training and on held-out points (``None`` where
+    the data has no held-out split here); printed, and written to the card."""
+    import torch
+
+    from f2d2_diffusers import flow_matching_loss_by_band
+
+    points = training_utils.generalization_data(args, data)
+    if points is None:
+        return None
+    was_training = model.training
+    with training_utils.ema_weights(model, ema_model), torch.no_grad():
+        model.eval()  # dropout off: the loss of the model that was saved
+        losses = {name: flow_matching_loss_by_band(model, split) for name, split in zip(("training", "held_out"), points)}
+    model.train(was_training)
+    print(f"flow-matching loss by sigma band on {points[1].shape[0]} training / held-out points: " + "; ".join(
+        f"{band}: {losses['training'][band]:.4f} / {losses['held_out'][band]:.4f}" for band in losses["training"]))
+    return dict(points=points[1].shape[0], **losses)
+
+
+def generalization_sentence(generalization) -> str:
+    bands = list(generalization["training"])
+    values = lambda split: " / ".join(f"{generalization[split][band]:.3f}" for band in bands)  # noqa: E731
+    return (
+        f"Flow-matching loss on {generalization['points']} training and {generalization['points']} held-out points, "
+        f"sigma in {' / '.join(bands)}: training {values('training')}, held-out {values('held_out')}. A held-out loss "
+        "well above the training loss at small sigma is a teacher that memorises its training data; distilled "
+        "likelihoods of new data are then biased (`docs/method.md` section 5.1)."
+    )
+
+
+def write_card(args, data, result, model_cls, generalization=None):
     repo_id = card_repo_id(args.output_dir, args.hub_model_id)
     usage = teacher_usage(repo_id, data.kind, data.sample_shape)
     render_model_card(
@@ -101,7 +133,8 @@ def write_card(args, data, result, model_cls):
             "an F2D2 joint flow map (`train_f2d2.py`)."
         ),
         data=data, result=result, command=training_utils.training_command("train_teacher.py"), usage=usage,
-        details=[f"EMA weights: {'yes' if args.use_ema else 'no'}."], repo_id=repo_id,
+        details=[f"EMA weights: {'yes' if args.use_ema else 'no'}."]
+        + ([generalization_sentence(generalization)] if generalization else []), repo_id=repo_id,
         calibration=(
             "This teacher is the reference its F2D2 students are calibrated against: its likelihood is the augmented "
             "ODE solved by `f2d2_diffusers.reference_log_likelihood` (dopri5, exact or Hutchinson divergence). "

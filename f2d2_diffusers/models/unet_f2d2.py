@@ -124,10 +124,15 @@ class F2D2UNet2DModel(UNet2DModel):
 
         The student is built with its constructor (not ``from_pretrained``), so the new layers are properly
         initialised rather than left on the ``meta`` device. ``teacher`` must be a loaded [`UNet2DModel`] (not a path,
-        a vector model or an F2D2 student).
+        a vector model or an F2D2 student). ``head_config`` sets the new layers' arguments, and ``dropout``.
+
+        The student's dropout is 0 whatever the teacher's: the teacher's dropout regularised its own training, the
+        student regresses on the teacher's eval-mode function, and dropout in the student noises the bootstrap
+        targets it computes itself (digits: -0.48 against -0.10 bits/dim at 1 step after 3,000 steps,
+        ``benchmarks/results/ablations_digits.md``).
         """
         check_teacher(cls, teacher, UNet2DModel, "for vectors use F2D2MLPModel.from_teacher(FlowMatchingMLPModel)")
-        student = cls(**init_kwargs_from(cls, teacher.config), **head_config)
+        student = cls(**{**init_kwargs_from(cls, teacher.config), "dropout": 0.0, **head_config})
         copy_teacher_weights(student, teacher, ("step_embedding.", "divergence_"))
         return match_device_and_dtype(student, teacher)
 

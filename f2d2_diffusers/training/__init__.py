@@ -30,7 +30,7 @@ from .configs import (
 )
 from .data import (
     IMAGE_EXTENSIONS, LevelsTensorDataset, PILImageDataset, TrainingData, VectorDataset, calibration_data,
-    load_training_data,
+    generalization_data, load_training_data,
 )
 from .hub import push_to_hub
 from .loop import (
@@ -48,7 +48,7 @@ __all__ = [
     "StepCounter",
     "TrainingData", "TrainingError", "TrainingResult", "VectorDataset", "build_model", "build_parser",
     "calibration_data", "calibration_markdown", "checkpoint_problem", "checkpoint_step", "create_accelerator",
-    "create_ema", "ema_weights", "hub_base_model", "image_model_config", "list_checkpoints", "load_ema",
+    "create_ema", "ema_weights", "generalization_data", "hub_base_model", "image_model_config", "list_checkpoints", "load_ema",
     "load_model_config", "load_training_data", "parse_args", "push_to_hub", "register_checkpoint_hooks",
     "remove_unfinished", "render_model_card", "resolve_image_geometry", "resolve_resume_path", "run_main",
     "check_resume_settings",

@@ -205,6 +205,25 @@ def calibration_data(args, data: TrainingData, num_samples: int, seed: int = 0) 
     return batch.float(), "training vectors (this data has no held-out split here)"
 
 
+def generalization_data(args, data: TrainingData, seed: int = 0) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(training points, held-out points)`` in model space, as many of each, to compare a model's loss on the two;
+    ``None`` where the data has no held-out split here (only the embedded data sets have one).
+
+    The training points are the first training examples (images dequantised with a draw seeded by ``seed``), the
+    held-out ones the test split of :func:`calibration_data`.
+    """
+    if args.dataset not in EMBEDDED_DATASETS:
+        return None
+    held_out, _ = load_test_split(args.dataset, 0, seed)
+    count = min(held_out.shape[0], len(data.dataset))
+    batch = torch.stack([torch.as_tensor(data.dataset[i]) for i in range(count)])
+    if data.kind == "image":
+        training = dequantize(batch, data.num_levels, torch.Generator().manual_seed(seed))
+    else:
+        training = batch.float()
+    return training, held_out[:count]
+
+
 def _is_grayscale(image) -> bool:
     return image.mode in ("1", "L", "LA", "I", "I;16", "F")
 

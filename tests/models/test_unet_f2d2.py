@@ -207,6 +207,19 @@ def test_from_teacher_ignores_extra_saved_config_entries(tmp_path):
     assert "decay" not in student.config and student.config.block_out_channels == (8, 16)
 
 
+def test_from_teacher_drops_the_teachers_dropout():
+    """Dropout regularised the teacher's training; the student copies its eval-mode function without it."""
+    torch.manual_seed(0)
+    teacher = UNet2DModel(**tiny_unet_config(dropout=0.3)).eval()
+    student = F2D2UNet2DModel.from_teacher(teacher)
+    assert student.config.dropout == 0.0 and F2D2UNet2DModel.from_teacher(teacher, dropout=0.1).config.dropout == 0.1
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([10.0, 700.0])
+    with torch.no_grad():
+        # In training mode too the student is deterministic, and equal to the teacher in eval mode.
+        torch.testing.assert_close(student.train()(x, t).sample, teacher(x, t).sample)
+
+
 def test_the_forward_ad_attention_processor_changes_nothing_but_rounding():
     import copy
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from analytic import GaussianFlowMap, GaussianVelocity, PerturbedFlowMap
-from f2d2_diffusers import flow_matching_loss, shortcut_f2d2_loss
+from f2d2_diffusers import FlowMatchingModelOutput, flow_matching_loss, flow_matching_loss_by_band, shortcut_f2d2_loss
 
 
 @pytest.mark.parametrize("directions", ["both", "forward"])
@@ -296,3 +296,42 @@ def test_likelihood_grid_shift_moves_the_encoding_steps_alone(gaussian_batch):
     assert out.loss < 1e-10  # the exact map is still a fixed point
     with pytest.raises(ValueError, match="likelihood_grid_shift must be a positive finite number"):
         shortcut_f2d2_loss(GaussianFlowMap(**params), batch, teacher=teacher, likelihood_grid_shift=0.0)
+
+
+class _MemorisingVelocity(torch.nn.Module):
+    """The exact flow-matching velocity of the empirical distribution of ``points``: a teacher that has memorised
+    its training set (its ODE carries every start back to one of ``points``)."""
+
+    def __init__(self, points):
+        super().__init__()
+        self.points = points
+
+    def forward(self, sample, timestep, return_dict=True):
+        sigma = (timestep / 1000.0).reshape(-1, 1)
+        # posterior over the training points given x_sigma = (1 - sigma) x + sigma eps
+        logits = -((sample[:, None] - (1 - sigma[:, None]) * self.points[None]) ** 2).sum(-1) / (2 * sigma**2)
+        data_mean = torch.softmax(logits, dim=1) @ self.points
+        velocity = (sample - (1 - sigma) * data_mean) / sigma - data_mean
+        return FlowMatchingModelOutput(sample=velocity)
+
+
+def test_flow_matching_loss_by_band_sees_memorisation(gaussian_batch):
+    params, teacher, batch = gaussian_batch
+    training, held_out = batch[:32], batch[32:]
+    memorising = _MemorisingVelocity(training)
+    bands = ((0.01, 0.05), (0.5, 1.0))
+    on_training = flow_matching_loss_by_band(memorising, training, bands=bands)
+    on_held_out = flow_matching_loss_by_band(memorising, held_out, bands=bands)
+    assert list(on_training) == ["0.01-0.05", "0.5-1"]
+    # Near the data the memorising teacher is far better on its own points than on new ones ...
+    assert on_held_out["0.01-0.05"] > 5 * on_training["0.01-0.05"]
+    # ... while the true velocity scores both splits alike, and near noise the two splits look the same.
+    exact = [flow_matching_loss_by_band(teacher, split, bands=bands, repeats=32) for split in (training, held_out)]
+    assert exact[1]["0.01-0.05"] == pytest.approx(exact[0]["0.01-0.05"], rel=0.25)
+    assert on_held_out["0.5-1"] == pytest.approx(on_training["0.5-1"], rel=0.25)
+
+
+def test_flow_matching_loss_by_band_rejects_bad_bands(gaussian_batch):
+    _, teacher, batch = gaussian_batch
+    with pytest.raises(ValueError, match="0 <= lo < hi <= 1"):
+        flow_matching_loss_by_band(teacher, batch, bands=((0.5, 0.2),))

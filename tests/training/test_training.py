@@ -9,6 +9,7 @@ its own tests beside this file (data, checkpoints, model card).
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -126,6 +127,9 @@ def test_teacher_on_checkerboard(checkerboard_teacher):
     assert logged_steps(out) == [1, 2, 3, 4]
     card = (out / "README.md").read_text()
     assert "sigma = 0" in card and "1000 * sigma" in card and "train_teacher.py" in card and "checkerboard" in card
+    # The checkerboard has a held-out split: the card compares the loss on it with the training loss.
+    assert re.search(r"Flow-matching loss on \d+ training and \d+ held-out points, sigma in 0-0.05 / 0.05-0.2 / 0.2-0.5 / "
+                     r"0.5-1: training [\d.]+ / [\d.]+ / [\d.]+ / [\d.]+, held-out [\d.]+", card)
     assert json.loads((out / "model_index.json").read_text())["_class_name"] == ["pipeline", "FlowMatchingEulerPipeline"]
 
     model = FlowMatchingMLPModel.from_pretrained(out, subfolder="unet")
@@ -152,7 +156,8 @@ def test_teacher_on_image_folder_samples_with_diffusers_alone(image_teacher):
         for t in scheduler.timesteps:
             x = scheduler.step(unet(x, t).sample, t, x).prev_sample
     assert torch.isfinite(x).all()
-    assert "image folder" in (image_teacher / "README.md").read_text()
+    card = (image_teacher / "README.md").read_text()
+    assert "image folder" in card and "held-out points" not in card  # no held-out split to compare with
     # The folder is a stock diffusers pipeline too.
     from diffusers import DDPMPipeline, DiffusionPipeline
 

@@ -6,7 +6,9 @@ import torch
 
 from f2d2_diffusers import dequantize
 from f2d2_diffusers.data import DIGITS_NUM_LEVELS, load_digits_levels, load_toy
-from f2d2_diffusers.training import TrainingError, build_parser, calibration_data, load_training_data, parse_args
+from f2d2_diffusers.training import (
+    TrainingError, build_parser, calibration_data, generalization_data, load_training_data, parse_args,
+)
 
 
 def test_image_folder_loading_resizes_crops_and_maps_levels(tmp_path):
@@ -79,3 +81,20 @@ def test_calibration_points_without_a_test_split_are_the_first_training_examples
     args = _args(tmp_path, "--train_data_file", str(tmp_path / "vectors.npy"))
     sample, where = calibration_data(args, load_training_data(args), 100)
     assert torch.equal(sample, torch.from_numpy(vectors)) and where.startswith("training vectors")
+
+
+def test_generalization_data_pairs_training_and_held_out_points_of_one_size(tmp_path):
+    args = _args(tmp_path, "--dataset", "digits")
+    training, held_out = generalization_data(args, load_training_data(args))
+    assert training.shape == held_out.shape == (297, 1, 8, 8)
+    expected = dequantize(load_digits_levels("train")[:297], DIGITS_NUM_LEVELS, torch.Generator().manual_seed(0))
+    assert torch.equal(training, expected)
+    assert torch.equal(held_out, calibration_data(args, load_training_data(args), 297)[0])
+    # A toy training set smaller than its test split: as many held-out points as training points.
+    args = _args(tmp_path, "--dataset", "rings", "--num_toy_samples", "10")
+    training, held_out = generalization_data(args, load_training_data(args))
+    assert training.shape == held_out.shape == (10, 2)
+    # Data with no held-out split here: nothing to compare.
+    np.save(tmp_path / "vectors.npy", np.zeros((6, 2), dtype=np.float32))
+    args = _args(tmp_path, "--train_data_file", str(tmp_path / "vectors.npy"))
+    assert generalization_data(args, load_training_data(args)) is None
