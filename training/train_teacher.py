@@ -111,8 +111,12 @@ def held_out_loss(args, data, model, ema_model):
 
 
 def generalization_sentence(generalization) -> str:
+    """The card's line for :func:`held_out_loss`'s result."""
     bands = list(generalization["training"])
-    values = lambda split: " / ".join(f"{generalization[split][band]:.3f}" for band in bands)  # noqa: E731
+
+    def values(split):
+        return " / ".join(f"{generalization[split][band]:.3f}" for band in bands)
+
     return (
         f"Flow-matching loss on {generalization['points']} training and {generalization['points']} held-out points, "
         f"sigma in {' / '.join(bands)}: training {values('training')}, held-out {values('held_out')}. A held-out loss "
