@@ -197,12 +197,18 @@ def calibration_data(args, data: TrainingData, num_samples: int, seed: int = 0) 
         if args.dataset == "digits":
             return sample, f"digits test images (images {DIGITS_TEST_START} on)"
         return sample, f"'{args.dataset}' test points (fresh seed)"
+    kind = "images" if data.kind == "image" else "vectors"
+    return first_training_points(data, num_samples, seed), f"training {kind} (this data has no held-out split here)"
+
+
+def first_training_points(data: TrainingData, num_samples: int, seed: int = 0) -> torch.Tensor:
+    """The first ``num_samples`` training examples (all, if there are fewer) in model space, images dequantised with
+    a draw seeded by ``seed``."""
     count = min(num_samples, len(data.dataset))
     batch = torch.stack([torch.as_tensor(data.dataset[i]) for i in range(count)])
     if data.kind == "image":
-        generator = torch.Generator().manual_seed(seed)
-        return dequantize(batch, data.num_levels, generator), "training images (this data has no held-out split here)"
-    return batch.float(), "training vectors (this data has no held-out split here)"
+        return dequantize(batch, data.num_levels, torch.Generator().manual_seed(seed))
+    return batch.float()
 
 
 def generalization_data(args, data: TrainingData, seed: int = 0) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
@@ -215,13 +221,8 @@ def generalization_data(args, data: TrainingData, seed: int = 0) -> Optional[Tup
     if args.dataset not in EMBEDDED_DATASETS:
         return None
     held_out, _ = load_test_split(args.dataset, 0, seed)
-    count = min(held_out.shape[0], len(data.dataset))
-    batch = torch.stack([torch.as_tensor(data.dataset[i]) for i in range(count)])
-    if data.kind == "image":
-        training = dequantize(batch, data.num_levels, torch.Generator().manual_seed(seed))
-    else:
-        training = batch.float()
-    return training, held_out[:count]
+    training = first_training_points(data, held_out.shape[0], seed)
+    return training, held_out[: training.shape[0]]
 
 
 def _is_grayscale(image) -> bool:
